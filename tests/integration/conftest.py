@@ -1,0 +1,17 @@
+"""pytest setup: make tests/pvrs_testlib importable, share fixtures."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+
+from pvrs_testlib import paths  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def guest_built():
+    if not paths.GUEST_KERNEL.exists():
+        pytest.fail(f"{paths.GUEST_KERNEL} is missing: run `make guest` first")

@@ -1,0 +1,264 @@
+"""Boots a guest kernel with a workload initramfs and reports the result.
+
+Hosts:
+
+* ``tcg``: QEMU with the TCG accelerator; there is no KVM underneath, so the
+  guest sees no KVM paravirtual interface.
+* ``kvm``: the machine's /dev/kvm when the CPU has vmx or svm. Otherwise the
+  nested KVM host: QEMU TCG with ``-cpu max`` (which emulates SVM with
+  nested paging) boots an L1 Linux with kvm_amd, whose init runs QEMU with
+  ``-enable-kvm`` to boot the guest (L2).
+
+The guest's console is streamed as it comes. A run ends when the guest
+prints its result marker (its init then powers off), or on a kernel panic,
+a KVM emulation failure, a QEMU exit or the timeout, each with a clear
+message. The QEMU process group is killed in every case, also when the
+runner is interrupted or killed (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import secrets
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import initramfs, paths
+
+QEMU = "qemu-system-x86_64"
+
+# Exit statuses of the runner itself, when the script's status is unknown.
+EXIT_TIMEOUT = 124
+EXIT_GUEST_FAILED = 125     # kernel panic, or QEMU ended without a result
+EXIT_KVM_FAILURE = 126      # KVM internal error / emulation failure
+
+PANIC_RE = re.compile(r"Kernel panic - not syncing|---\[ end Kernel panic")
+KVM_FAILURE_RE = re.compile(r"KVM internal error|emulation failure|KVM: entry failed")
+
+
+def host_has_hw_virt() -> bool:
+    """True when this CPU exposes VT-x or AMD-V and /dev/kvm exists."""
+    if not os.path.exists("/dev/kvm"):
+        return False
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = line.split()
+                return "vmx" in flags or "svm" in flags
+    return False
+
+
+@dataclass
+class GuestConfig:
+    host: str = "tcg"                      # "tcg" or "kvm"
+    script: Path | None = None
+    kernel: Path = paths.GUEST_KERNEL
+    l1_kernel: Path | None = None          # nested L1 kernel (default: kernel)
+    append: str = ""
+    smp: int = 2
+    mem: int = 512                         # MiB
+    disks: list[Path] = field(default_factory=list)
+    qemu_args: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    load_modules: list[str] | None = None  # None: every pvrs_*.ko built
+    timeout: float = 300.0
+    quiet: bool = False                    # less console output
+
+
+@dataclass
+class GuestResult:
+    status: int            # the script's exit status, or one of EXIT_*
+    reason: str            # "ok", "timeout", "panic", "kvm-failure", "no-result"
+    host_mode: str         # "tcg", "kvm", "nested-kvm"
+    seconds: float
+    console: str
+
+
+def default_modules(modules_dir: Path = paths.GUEST_MODULES) -> list[str]:
+    """The pvrs modules in load order (the hypercall core first)."""
+    names = sorted(p.stem for p in modules_dir.glob("pvrs_*.ko"))
+    order = {"pvrs_hypercall": 0}
+    return sorted(names, key=lambda n: (order.get(n, 1), n))
+
+
+def _pdeathsig_kill() -> None:
+    """In the child before exec: its own process group, and SIGKILL when
+    the runner dies, so that no QEMU outlives it."""
+    os.setpgrp()
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _guest_qemu_argv(cfg: GuestConfig, kernel: str, initrd: str, disks: list[str],
+                     accel: list[str]) -> list[str]:
+    cmdline = "console=ttyS0 panic=-1 " + ("quiet " if cfg.quiet else "") + cfg.append
+    argv = [QEMU, *accel, "-m", str(cfg.mem), "-smp", str(cfg.smp),
+            "-kernel", kernel, "-initrd", initrd, "-append", cmdline.strip(),
+            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+            "-no-reboot"]
+    for i, disk in enumerate(disks):
+        argv += ["-drive", f"file={disk},format=raw,if=none,id=disk{i}",
+                 "-device", f"virtio-blk-pci,drive=disk{i}"]
+    return argv + cfg.qemu_args
+
+
+class _Console:
+    """Collects console output, echoes it, and spots the end conditions."""
+
+    def __init__(self, nonce: str, echo) -> None:
+        self.result_re = re.compile(rf"PVRS-RESULT-{nonce}: exit=(\d+)")
+        self.l1_result_re = re.compile(rf"PVRS-L1-RESULT-{nonce}: qemu=(\S+)")
+        self.echo = echo
+        self.text = []
+        self.partial = b""
+        self.status: int | None = None
+        self.l1_qemu: str | None = None
+        self.panic = False
+        self.kvm_failure = False
+
+    def feed(self, data: bytes) -> None:
+        data = self.partial + data
+        lines = data.split(b"\n")
+        self.partial = lines.pop()
+        for raw in lines:
+            line = raw.decode("utf-8", "replace").rstrip("\r")
+            self.text.append(line)
+            self.echo(line)
+            if m := self.result_re.search(line):
+                self.status = int(m.group(1))
+            if m := self.l1_result_re.search(line):
+                self.l1_qemu = m.group(1)
+            if PANIC_RE.search(line):
+                self.panic = True
+            if KVM_FAILURE_RE.search(line):
+                self.kvm_failure = True
+
+    def finish(self) -> None:
+        if self.partial:
+            self.feed(b"\n")
+
+
+def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
+              log=lambda msg: print(f"run-guest: {msg}", file=sys.stderr, flush=True)) -> GuestResult:
+    """Boots the guest described by `cfg`, runs its script, returns the result."""
+    if cfg.script is None:
+        raise ValueError("a script is required")
+    if not cfg.kernel.exists():
+        raise FileNotFoundError(f"{cfg.kernel} does not exist: run `make guest` first")
+    nonce = secrets.token_hex(6)
+    load = default_modules() if cfg.load_modules is None else cfg.load_modules
+    with tempfile.TemporaryDirectory(prefix="pvrs-run-") as tmp:
+        tmp = Path(tmp)
+        initrd = tmp / "initrd.gz"
+        initramfs.build_workload_image(initrd, cfg.script, nonce, load, cfg.files)
+
+        if cfg.host == "tcg":
+            mode = "tcg"
+            log("host tcg: QEMU TCG, no KVM")
+            argv = _guest_qemu_argv(cfg, str(cfg.kernel), str(initrd),
+                                    [str(d) for d in cfg.disks], ["-accel", "tcg", "-cpu", "max"])
+        elif cfg.host == "kvm" and host_has_hw_virt():
+            mode = "kvm"
+            log("host kvm: this machine's /dev/kvm (the CPU has vmx/svm)")
+            argv = _guest_qemu_argv(cfg, str(cfg.kernel), str(initrd),
+                                    [str(d) for d in cfg.disks], ["-enable-kvm", "-cpu", "host"])
+        elif cfg.host == "kvm":
+            mode = "nested-kvm"
+            log("host kvm: nested, since this CPU has no vmx/svm: QEMU TCG -cpu max "
+                "runs an L1 Linux with kvm_amd, and QEMU in L1 boots the guest with -enable-kvm")
+            # Inside L1 the disks are L1's virtio disks, in order: /dev/vda, ...
+            l1_disks = [f"/dev/vd{chr(ord('a') + i)}" for i in range(len(cfg.disks))]
+            l2_argv = _guest_qemu_argv(cfg, "/l2/bzImage", "/l2/initrd.gz", l1_disks,
+                                       ["-enable-kvm", "-cpu", "host"])
+            l1_initrd = tmp / "l1-initrd.gz"
+            initramfs.nested_host_image(l1_initrd, nonce, cfg.kernel, initrd, l2_argv, [], log=log)
+            l1_cfg = GuestConfig(host="tcg", kernel=cfg.l1_kernel or cfg.kernel,
+                                 smp=2, mem=cfg.mem + 1024, append="quiet", quiet=True)
+            argv = _guest_qemu_argv(l1_cfg, str(l1_cfg.kernel), str(l1_initrd),
+                                    [str(d) for d in cfg.disks], ["-accel", "tcg", "-cpu", "max"])
+        else:
+            raise ValueError(f"unknown host {cfg.host!r}")
+
+        return _supervise(argv, cfg.timeout, nonce, mode, echo, log)
+
+
+def _supervise(argv, timeout, nonce, mode, echo, log) -> GuestResult:
+    console = _Console(nonce, echo)
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, preexec_fn=_pdeathsig_kill)
+
+    def kill_guest(*_):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    old_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+    def on_signal(signum, _frame):
+        kill_guest()
+        log(f"interrupted by signal {signum}; QEMU killed")
+        raise KeyboardInterrupt
+
+    for s in old_handlers:
+        signal.signal(s, on_signal)
+    reason = "no-result"
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            left = timeout - (time.monotonic() - start)
+            if left <= 0:
+                reason = "timeout"
+                break
+            if sel.select(timeout=min(left, 1.0)):
+                data = os.read(proc.stdout.fileno(), 65536)
+                if not data:
+                    break
+                console.feed(data)
+                if console.status is not None or console.panic or console.kvm_failure:
+                    # Let QEMU finish the power-off briefly, for clean logs.
+                    deadline = time.monotonic() + (5 if console.status is not None else 2)
+                    while time.monotonic() < deadline and sel.select(timeout=0.2):
+                        more = os.read(proc.stdout.fileno(), 65536)
+                        if not more:
+                            break
+                        console.feed(more)
+                    break
+            elif proc.poll() is not None:
+                break
+    finally:
+        kill_guest()
+        proc.wait()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        console.finish()
+
+    seconds = time.monotonic() - start
+    if console.status is not None:
+        status, reason = console.status, "ok"
+        log(f"guest script exited with status {status} ({mode}, {seconds:.1f} s)")
+    elif console.kvm_failure:
+        status, reason = EXIT_KVM_FAILURE, "kvm-failure"
+        log(f"stopped: KVM internal error / emulation failure in the guest ({mode}, {seconds:.1f} s)")
+    elif console.panic:
+        status, reason = EXIT_GUEST_FAILED, "panic"
+        log(f"stopped: the guest kernel panicked ({mode}, {seconds:.1f} s)")
+    elif reason == "timeout":
+        status = EXIT_TIMEOUT
+        log(f"stopped: timeout after {timeout:.0f} s without a result ({mode})")
+    else:
+        status = EXIT_GUEST_FAILED
+        extra = f"; the L1 QEMU ended with {console.l1_qemu}" if console.l1_qemu else ""
+        log(f"stopped: QEMU ended (status {proc.returncode}) before the guest reported a result{extra} ({mode})")
+    return GuestResult(status, reason, mode, seconds, "\n".join(console.text))
