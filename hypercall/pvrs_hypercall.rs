@@ -9,6 +9,7 @@
 
 use kernel::prelude::*;
 
+/// The guest/host ABI, compiled from the same files as the `pvrs-abi` crate.
 #[path = "../abi/src/modules.rs"]
 pub mod abi;
 pub mod cpuid;

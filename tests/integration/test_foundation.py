@@ -136,3 +136,22 @@ def _is_zombie(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+@pytest.mark.parametrize("host", ["tcg", "kvm"])
+def test_disk_reaches_the_guest_and_back(tmp_path, host):
+    """--disk: the guest reads what the host wrote and the host reads what
+    the guest wrote (on kvm through both QEMUs of the nested setup)."""
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+        f.write(b"pvrs-host-marker")
+    script = write_script(tmp_path, """
+dd if=/dev/vda bs=16 count=1 2>/dev/null | grep -q pvrs-host-marker || { echo no host marker; exit 3; }
+printf pvrs-guest-marker | dd of=/dev/vda bs=4096 seek=1 conv=fsync 2>/dev/null || exit 4
+""")
+    status, _ = run(["--host", host, "--script", str(script), "--disk", str(image)])
+    assert status == 0
+    with open(image, "rb") as f:
+        f.seek(4096)
+        assert f.read(17) == b"pvrs-guest-marker"
