@@ -74,10 +74,22 @@ pub fn read_hypervisor_leaves() -> Option<HypervisorLeaves> {
             } else {
                 (0, 0)
             };
-            return Some(HypervisorLeaves { base, signature, max_leaf, features, hints });
+            return Some(HypervisorLeaves {
+                base,
+                signature,
+                max_leaf,
+                features,
+                hints,
+            });
         }
         if first.is_none() && signature.iter().any(|&b| b != 0) {
-            first = Some(HypervisorLeaves { base, signature, max_leaf, features: 0, hints: 0 });
+            first = Some(HypervisorLeaves {
+                base,
+                signature,
+                max_leaf,
+                features: 0,
+                hints: 0,
+            });
         }
         base += 0x100;
     }
