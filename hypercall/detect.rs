@@ -12,7 +12,7 @@
 use core::fmt;
 
 use crate::abi::cpuid::{self as leaves, Features, Hints};
-use crate::cpuid::CpuidSource;
+use super::cpuid::CpuidSource;
 
 /// CPUID.1:ECX bit 31, "hypervisor present".
 const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
@@ -48,6 +48,13 @@ pub enum Probe {
     OtherHypervisor(OtherHypervisor),
     /// Bare metal, or a hypervisor that hides itself.
     NoHypervisor,
+}
+
+/// The CPU vendor string of CPUID leaf 0 (e.g. `AuthenticAMD`).
+pub fn vendor(cpu: &impl CpuidSource) -> [u8; 12] {
+    let r = cpu.leaf(0);
+    // Leaf 0 spells the vendor in EBX, EDX, ECX order.
+    leaves::decode_signature(r.ebx, r.edx, r.ecx)
 }
 
 /// Reads the hypervisor leaves from `cpu`.
