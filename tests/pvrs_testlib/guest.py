@@ -71,6 +71,8 @@ class GuestConfig:
     load_modules: list[str] | None = None  # None: every pvrs_*.ko built
     timeout: float = 300.0
     quiet: bool = False                    # less console output
+    vmm: str = "qemu"                      # the KVM guest's VMM: "qemu" or "pvrs" (pvrs-vmm)
+    vmm_args: list[str] = field(default_factory=list)  # extra pvrs-vmm arguments
 
 
 @dataclass
@@ -80,6 +82,9 @@ class GuestResult:
     host_mode: str         # "tcg", "kvm", "nested-kvm"
     seconds: float
     console: str
+    # (host wall-clock time when the line arrived, line), for tests that
+    # compare guest output with the host's clock.
+    timed_lines: list = field(default_factory=list)
 
 
 def default_modules(modules_dir: Path = paths.GUEST_MODULES) -> list[str]:
@@ -111,6 +116,17 @@ def _guest_qemu_argv(cfg: GuestConfig, kernel: str, initrd: str, disks: list[str
     return argv + cfg.qemu_args
 
 
+def _guest_pvrs_argv(cfg: GuestConfig, vmm: str, kernel: str, initrd: str,
+                     disks: list[str]) -> list[str]:
+    """pvrs-vmm booting the guest: the same kernel command line as QEMU gets."""
+    cmdline = "console=ttyS0 panic=-1 " + ("quiet " if cfg.quiet else "") + cfg.append
+    argv = [vmm, "--kernel", kernel, "--initrd", initrd, "--cmdline", cmdline.strip(),
+            "--cpus", str(cfg.smp), "--mem", str(cfg.mem)]
+    for disk in disks:
+        argv += ["--blk", disk]
+    return argv + cfg.vmm_args
+
+
 class _Console:
     """Collects console output, echoes it, and spots the end conditions."""
 
@@ -119,6 +135,7 @@ class _Console:
         self.l1_result_re = re.compile(rf"PVRS-L1-RESULT-{nonce}: qemu=(\S+)")
         self.echo = echo
         self.text = []
+        self.timed = []
         self.partial = b""
         self.status: int | None = None
         self.l1_qemu: str | None = None
@@ -132,6 +149,7 @@ class _Console:
         for raw in lines:
             line = raw.decode("utf-8", "replace").rstrip("\r")
             self.text.append(line)
+            self.timed.append((time.time(), line))
             self.echo(line)
             if m := self.result_re.search(line):
                 self.status = int(m.group(1))
@@ -154,6 +172,17 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
         raise ValueError("a script is required")
     if not cfg.kernel.exists():
         raise FileNotFoundError(f"{cfg.kernel} does not exist: run `make guest` first")
+    if cfg.vmm not in ("qemu", "pvrs"):
+        raise ValueError(f"unknown vmm {cfg.vmm!r}")
+    if cfg.vmm_args and cfg.vmm != "pvrs":
+        raise ValueError("--vmm-arg needs --vmm pvrs")
+    if cfg.vmm == "pvrs":
+        if cfg.host != "kvm":
+            raise ValueError("--vmm pvrs needs --host kvm")
+        if cfg.qemu_args:
+            raise ValueError("--qemu-arg does not apply to --vmm pvrs (use --vmm-arg)")
+        if not paths.VMM.exists():
+            raise FileNotFoundError(f"{paths.VMM} does not exist: run tests/build-vmm first")
     nonce = secrets.token_hex(6)
     load = default_modules() if cfg.load_modules is None else cfg.load_modules
     with tempfile.TemporaryDirectory(prefix="pvrs-run-") as tmp:
@@ -168,19 +197,29 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
                                     [str(d) for d in cfg.disks], ["-accel", "tcg", "-cpu", "max"])
         elif cfg.host == "kvm" and host_has_hw_virt():
             mode = "kvm"
-            log("host kvm: this machine's /dev/kvm (the CPU has vmx/svm)")
-            argv = _guest_qemu_argv(cfg, str(cfg.kernel), str(initrd),
-                                    [str(d) for d in cfg.disks], ["-enable-kvm", "-cpu", "host"])
+            log(f"host kvm: this machine's /dev/kvm (the CPU has vmx/svm), VMM {cfg.vmm}")
+            if cfg.vmm == "pvrs":
+                argv = _guest_pvrs_argv(cfg, str(paths.VMM), str(cfg.kernel), str(initrd),
+                                        [str(d) for d in cfg.disks])
+            else:
+                argv = _guest_qemu_argv(cfg, str(cfg.kernel), str(initrd),
+                                        [str(d) for d in cfg.disks], ["-enable-kvm", "-cpu", "host"])
         elif cfg.host == "kvm":
             mode = "nested-kvm"
+            l2_vmm = "pvrs-vmm" if cfg.vmm == "pvrs" else "QEMU -enable-kvm"
             log("host kvm: nested, since this CPU has no vmx/svm: QEMU TCG -cpu max "
-                "runs an L1 Linux with kvm_amd, and QEMU in L1 boots the guest with -enable-kvm")
+                f"runs an L1 Linux with kvm_amd, and {l2_vmm} in L1 boots the guest")
             # Inside L1 the disks are L1's virtio disks, in order: /dev/vda, ...
             l1_disks = [f"/dev/vd{chr(ord('a') + i)}" for i in range(len(cfg.disks))]
-            l2_argv = _guest_qemu_argv(cfg, "/l2/bzImage", "/l2/initrd.gz", l1_disks,
-                                       ["-enable-kvm", "-cpu", "host"])
+            if cfg.vmm == "pvrs":
+                l2_argv = _guest_pvrs_argv(cfg, "/usr/bin/pvrs-vmm", "/l2/bzImage", "/l2/initrd.gz",
+                                           l1_disks)
+            else:
+                l2_argv = _guest_qemu_argv(cfg, "/l2/bzImage", "/l2/initrd.gz", l1_disks,
+                                           ["-enable-kvm", "-cpu", "host"])
             l1_initrd = tmp / "l1-initrd.gz"
-            initramfs.nested_host_image(l1_initrd, nonce, cfg.kernel, initrd, l2_argv, [], log=log)
+            initramfs.nested_host_image(l1_initrd, nonce, cfg.kernel, initrd, l2_argv, [], log=log,
+                                        vmm_binary=paths.VMM if cfg.vmm == "pvrs" else None)
             l1_cfg = GuestConfig(host="tcg", kernel=cfg.l1_kernel or cfg.kernel,
                                  smp=2, mem=cfg.mem + 1024, append="quiet", quiet=True)
             argv = _guest_qemu_argv(l1_cfg, str(l1_cfg.kernel), str(l1_initrd),
@@ -261,4 +300,4 @@ def _supervise(argv, timeout, nonce, mode, echo, log) -> GuestResult:
         status = EXIT_GUEST_FAILED
         extra = f"; the L1 QEMU ended with {console.l1_qemu}" if console.l1_qemu else ""
         log(f"stopped: QEMU ended (status {proc.returncode}) before the guest reported a result{extra} ({mode})")
-    return GuestResult(status, reason, mode, seconds, "\n".join(console.text))
+    return GuestResult(status, reason, mode, seconds, "\n".join(console.text), console.timed)

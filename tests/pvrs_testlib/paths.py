@@ -9,3 +9,4 @@ CACHE = Path(os.environ.get("PVRS_CACHE", Path.home() / ".cache" / "pvrs"))
 GUEST_KERNEL = BUILD / "guest" / "bzImage"
 GUEST_MODULES = BUILD / "guest" / "modules"
 GUEST_TOOLS = BUILD / "guest-tools"
+VMM = BUILD / "vmm" / "pvrs-vmm"
