@@ -1,6 +1,7 @@
 # pvrs: the commands that matter (see README.md).
 #
 #   make demo    boot the guest on the KVM host, show PV detection, run hackbench
+#   make bench   benchmarks against the C counterparts (build/bench/)
 #   make check   everything CI runs: host tests and lints, guest kernel build
 #                (clippy-clean), guest tests on the TCG and KVM hosts
 #
@@ -11,7 +12,7 @@
 # (When the kernel build descends into drivers/pvrs it reads Kbuild, not
 # this file.)
 
-.PHONY: all guest guest-tools host check check-host check-guest demo clean help
+.PHONY: all guest guest-tools host check check-host check-guest demo bench clean help
 
 all: guest guest-tools
 
@@ -38,6 +39,10 @@ check-guest:
 
 demo: guest guest-tools
 	tests/demo
+
+# Benchmarks against their C counterparts; results in build/bench/.
+bench: guest guest-tools
+	tests/bench
 
 clean:
 	rm -rf build host-backend/target

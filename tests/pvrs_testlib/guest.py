@@ -87,9 +87,13 @@ class GuestResult:
     timed_lines: list = field(default_factory=list)
 
 
-def default_modules(modules_dir: Path = paths.GUEST_MODULES) -> list[str]:
-    """The pvrs modules in load order (the hypercall core first)."""
+def default_modules(append: str = "", modules_dir: Path = paths.GUEST_MODULES) -> list[str]:
+    """The pvrs modules in load order (the hypercall core first). The Rust
+    clocksource only when the C kvm-clock is off (`no-kvmclock`): otherwise
+    the C driver owns the MSRs and pvrs_pvclock refuses to load."""
     names = sorted(p.stem for p in modules_dir.glob("pvrs_*.ko"))
+    if "no-kvmclock" not in append.split():
+        names = [n for n in names if n != "pvrs_pvclock"]
     order = {"pvrs_hypercall": 0}
     return sorted(names, key=lambda n: (order.get(n, 1), n))
 
@@ -184,7 +188,7 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
         if not paths.VMM.exists():
             raise FileNotFoundError(f"{paths.VMM} does not exist: run tests/build-vmm first")
     nonce = secrets.token_hex(6)
-    load = default_modules() if cfg.load_modules is None else cfg.load_modules
+    load = default_modules(cfg.append) if cfg.load_modules is None else cfg.load_modules
     with tempfile.TemporaryDirectory(prefix="pvrs-run-") as tmp:
         tmp = Path(tmp)
         initrd = tmp / "initrd.gz"
