@@ -11,7 +11,6 @@
 //! below (see [`hypercall_error_value`]).  Some numbers are for other
 //! architectures; they are kept so that none is ever reused by mistake.
 
-
 linux_constants! {
     /// The C name and value of every constant of this module that Linux
     /// defines, for checking against the headers and for logging.

@@ -31,6 +31,15 @@ macro_rules! linux_constants {
 /// `#[repr(C)]` so that its layout is the C one, plain-data derives, and the
 /// `zerocopy` derives when that feature is on (the host reads these from
 /// guest memory). Extra attributes (docs, `#[derive(Default)]`) pass through.
+///
+/// The `packed pub struct` form is for the rare C struct declared
+/// `__attribute__((packed))` whose fields are *not* all at naturally aligned
+/// offsets (so plain `#[repr(C)]` would insert padding): it gives
+/// `#[repr(C, packed)]` (alignment 1, no padding) and, with `zerocopy`, also
+/// `Unaligned`.  Its fields can be read and written by value like any
+/// others (they are `Copy`); only taking a reference to one is refused by
+/// the compiler, so no `unsafe` is ever needed.  Packed C structs whose
+/// fields happen to be naturally aligned use the plain form instead.
 macro_rules! abi_struct {
     ($(#[$attr:meta])* pub struct $name:ident { $($body:tt)* }) => {
         $(#[$attr])*
@@ -43,6 +52,22 @@ macro_rules! abi_struct {
                 zerocopy::IntoBytes,
                 zerocopy::Immutable,
                 zerocopy::KnownLayout
+            )
+        )]
+        pub struct $name { $($body)* }
+    };
+    ($(#[$attr:meta])* packed pub struct $name:ident { $($body:tt)* }) => {
+        $(#[$attr])*
+        #[repr(C, packed)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[cfg_attr(
+            feature = "zerocopy",
+            derive(
+                zerocopy::FromBytes,
+                zerocopy::IntoBytes,
+                zerocopy::Immutable,
+                zerocopy::KnownLayout,
+                zerocopy::Unaligned
             )
         )]
         pub struct $name { $($body)* }

@@ -11,3 +11,7 @@ pub mod hypercall;
 pub mod msr;
 pub mod pvclock;
 pub mod steal_time;
+pub mod virtio;
+pub mod virtio_balloon;
+pub mod virtio_blk;
+pub mod virtio_net;

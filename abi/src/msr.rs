@@ -10,7 +10,6 @@
 //! ([`KvmVcpuPvApfData`]).  Each MSR is only there if its
 //! `KVM_FEATURE_*` bit in [`super::cpuid`] is set.
 
-
 linux_constants! {
     /// The C name and value of every constant of this module that Linux
     /// defines, for checking against the headers and for logging.
