@@ -33,6 +33,11 @@ impl CpuidSource for Cpu {
         // CPUID is available on every x86_64 CPU, is not privileged, and only
         // writes the four output registers, which is why the intrinsic is safe.
         let r = core::arch::x86_64::__cpuid(leaf);
-        CpuidRegs { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+        CpuidRegs {
+            eax: r.eax,
+            ebx: r.ebx,
+            ecx: r.ecx,
+            edx: r.edx,
+        }
     }
 }

@@ -11,8 +11,8 @@
 
 use core::fmt;
 
-use crate::abi::cpuid::{self as leaves, Features, Hints};
 use super::cpuid::CpuidSource;
+use crate::abi::cpuid::{self as leaves, Features, Hints};
 
 /// CPUID.1:ECX bit 31, "hypervisor present".
 const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
@@ -121,7 +121,11 @@ impl fmt::Display for KvmInterface {
             f.write_str("-")?;
         }
         if self.features.unknown_bits() != 0 {
-            write!(f, " unknown_features={:#010x}", self.features.unknown_bits())?;
+            write!(
+                f,
+                " unknown_features={:#010x}",
+                self.features.unknown_bits()
+            )?;
         }
         Ok(())
     }

@@ -27,9 +27,9 @@ use crate::abi::{
         KVM_FEATURE_PV_UNHALT,
     },
     hypercall::{
-        KVM_CLOCK_PAIRING_WALLCLOCK, KVM_E2BIG, KVM_EFAULT, KVM_EINVAL, KVM_ENOSYS,
-        KVM_EOPNOTSUPP, KVM_EPERM, KVM_HC_CLOCK_PAIRING, KVM_HC_KICK_CPU, KVM_HC_MAP_GPA_RANGE,
-        KVM_HC_MMU_OP, KVM_HC_SCHED_YIELD, KVM_HC_SEND_IPI, KVM_HC_VAPIC_POLL_IRQ,
+        KVM_CLOCK_PAIRING_WALLCLOCK, KVM_E2BIG, KVM_EFAULT, KVM_EINVAL, KVM_ENOSYS, KVM_EOPNOTSUPP,
+        KVM_EPERM, KVM_HC_CLOCK_PAIRING, KVM_HC_KICK_CPU, KVM_HC_MAP_GPA_RANGE, KVM_HC_MMU_OP,
+        KVM_HC_SCHED_YIELD, KVM_HC_SEND_IPI, KVM_HC_VAPIC_POLL_IRQ,
     },
 };
 
@@ -293,7 +293,13 @@ impl Kvm {
         // has a handler in Linux (a spurious one at worst); no guest memory
         // is named.
         let ret = unsafe {
-            self.hypercall4(KVM_HC_SEND_IPI, bitmap[0], bitmap[1], min_apic_id.into(), icr)
+            self.hypercall4(
+                KVM_HC_SEND_IPI,
+                bitmap[0],
+                bitmap[1],
+                min_apic_id.into(),
+                icr,
+            )
         };
         host_result(ret).map(|n| n as u32)
     }
@@ -322,9 +328,8 @@ impl Kvm {
         let phys = area.slots.phys_addr(0)?;
         // SAFETY: The host writes one `struct kvm_clock_pairing` (64 bytes)
         // at `phys`, which is `area`'s own 64-byte slot, during the call.
-        let ret = unsafe {
-            self.hypercall2(KVM_HC_CLOCK_PAIRING, phys, KVM_CLOCK_PAIRING_WALLCLOCK)
-        };
+        let ret =
+            unsafe { self.hypercall2(KVM_HC_CLOCK_PAIRING, phys, KVM_CLOCK_PAIRING_WALLCLOCK) };
         host_result(ret)?;
         Ok(ClockPairing {
             sec: area.slots.read::<u64>(0, 0)? as i64,

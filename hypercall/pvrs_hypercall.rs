@@ -72,10 +72,7 @@ impl kernel::Module for PvrsHypercall {
                 None
             }
         };
-        Ok(PvrsHypercall {
-            kvm,
-            _debugfs: dir,
-        })
+        Ok(PvrsHypercall { kvm, _debugfs: dir })
     }
 }
 
@@ -83,7 +80,11 @@ impl Drop for PvrsHypercall {
     fn drop(&mut self) {
         pr_info!(
             "pvrs: hypercall interface unloaded (KVM was {})\n",
-            if self.kvm.is_some() { "present" } else { "absent" }
+            if self.kvm.is_some() {
+                "present"
+            } else {
+                "absent"
+            }
         );
     }
 }

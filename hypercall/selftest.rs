@@ -257,16 +257,23 @@ impl Selftest {
             let calls = batches.saturating_mul(BATCH);
             let mean = total.checked_div(calls).unwrap_or(0);
             let best = min.checked_div(BATCH).unwrap_or(0);
-            write!(out, "\nbench name={} cycles_mean={} cycles_min={}", name, mean, best)?;
+            write!(
+                out,
+                "\nbench name={} cycles_mean={} cycles_min={}",
+                name, mean, best
+            )?;
             Ok(())
         };
         measure("vapic_poll_irq", &mut || kvm.vapic_poll_irq().is_ok())?;
-        measure("unknown_hypercall", &mut || {
-            matches!(kvm.raw_checked(UNASSIGNED_HYPERCALL, [0; 4]), Ok(ret) if ret < 0)
-        })?;
+        measure(
+            "unknown_hypercall",
+            &mut || matches!(kvm.raw_checked(UNASSIGNED_HYPERCALL, [0; 4]), Ok(ret) if ret < 0),
+        )?;
         measure("kick_cpu", &mut || kvm.kick_cpu(apic_self).is_ok())?;
         measure("sched_yield", &mut || kvm.sched_yield(apic_self).is_ok())?;
-        measure("clock_pairing", &mut || kvm.clock_pairing(&self.pairing).is_ok())?;
+        measure("clock_pairing", &mut || {
+            kvm.clock_pairing(&self.pairing).is_ok()
+        })?;
         measure("ktime_get", &mut || Ktime::ktime_get().to_ns() > 0)?;
         measure("ktime_get_real", &mut || ktime_get_real_ns() > 0)?;
         // The numbers a row refers to, for readers of the result.

@@ -38,6 +38,7 @@ use crate::abi::{
         PVCLOCK_TSC_STABLE_BIT,
     },
 };
+use crate::hypercall::kvm::{ClockPairingArea, Kvm};
 
 /// One area per CPU, 64 bytes apart (the C driver's spacing too, so that
 /// two vCPUs' areas never share a cache line).
@@ -169,10 +170,12 @@ impl PvClock {
                 }
                 return last;
             }
-            match self
-                .last_value
-                .compare_exchange_weak(last, nsec, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.last_value.compare_exchange_weak(
+                last,
+                nsec,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return nsec,
                 Err(current) => last = current,
             }
@@ -215,18 +218,27 @@ impl HotplugCallbacks for CpuSetup {
     fn online(&self, cpu: u32) -> Result {
         let guard = PreemptGuard::new();
         if guard.cpu() != cpu {
-            pr_err!("pvrs: pvclock: online callback for CPU {} ran on {}\n", cpu, guard.cpu());
+            pr_err!(
+                "pvrs: pvclock: online callback for CPU {} ran on {}\n",
+                cpu,
+                guard.cpu()
+            );
             return Err(EINVAL);
         }
         let c = &self.clock;
-        c.areas.hand_over_via_msr(&guard, cpu as usize, c.msr, KVM_MSR_ENABLED)
+        c.areas
+            .hand_over_via_msr(&guard, cpu as usize, c.msr, KVM_MSR_ENABLED)
     }
 
     fn offline(&self, cpu: u32) -> Result {
         let guard = PreemptGuard::new();
         let c = &self.clock;
         if let Err(e) = c.areas.take_back_via_msr(&guard, cpu as usize, c.msr) {
-            pr_err!("pvrs: pvclock: cannot take back CPU {}'s area: {:?}\n", cpu, e);
+            pr_err!(
+                "pvrs: pvclock: cannot take back CPU {}'s area: {:?}\n",
+                cpu,
+                e
+            );
         }
         // Going offline must not fail for this.
         Ok(())
@@ -250,7 +262,9 @@ impl TextAttribute for Stats {
         let c = &self.clock;
         let n = &c.counters;
         let get = |x: &AtomicU64| x.load(Ordering::Relaxed);
-        let registered = (0..c.areas.count()).filter(|&i| c.areas.is_handed_over(i)).count();
+        let registered = (0..c.areas.count())
+            .filter(|&i| c.areas.is_handed_over(i))
+            .count();
         writeln!(
             out,
             "msr={:#x} stable_bit_valid={} registered_cpus={} online_cpus={} retries={} \
@@ -270,20 +284,25 @@ impl TextAttribute for Stats {
 }
 
 /// `wallclock`: the host's wall clock, `MSR_KVM_WALL_CLOCK_NEW` plus the
-/// current kvmclock reading.
+/// current kvmclock reading; next to it, for comparison, the host's
+/// `CLOCK_REALTIME` from `KVM_HC_CLOCK_PAIRING` taken right before.
 pub struct WallClock {
     clock: Arc<PvClock>,
     msr: u32,
     area: SharedSlots<16>,
+    kvm: Kvm,
+    pairing: ClockPairingArea,
 }
 
 impl WallClock {
     /// The wall clock through `msr`, added to `clock`.
-    pub fn new(clock: Arc<PvClock>, msr: u32) -> Result<Self> {
+    pub fn new(clock: Arc<PvClock>, msr: u32, kvm: Kvm) -> Result<Self> {
         Ok(Self {
             clock,
             msr,
             area: SharedSlots::new(1)?,
+            kvm,
+            pairing: ClockPairingArea::new()?,
         })
     }
 
@@ -307,16 +326,21 @@ impl WallClock {
 impl TextAttribute for WallClock {
     fn show(&self, out: &mut TextBuffer) -> Result {
         let (sec, nsec) = self.boot_time()?;
+        let pairing = self.kvm.clock_pairing(&self.pairing);
         let since_boot = self.clock.read();
         let wall = u64::from(sec)
             .saturating_mul(1_000_000_000)
             .saturating_add(u64::from(nsec))
             .saturating_add(since_boot);
-        writeln!(
+        write!(
             out,
             "wall_ns={} boot_sec={} boot_nsec={} kvmclock_ns={}",
             wall, sec, nsec, since_boot
         )?;
+        match pairing {
+            Ok(p) => writeln!(out, " host_pairing_ns={}", p.host_ns())?,
+            Err(e) => writeln!(out, " host_pairing_errno={}", e.to_errno())?,
+        }
         Ok(())
     }
 }

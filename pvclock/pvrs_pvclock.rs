@@ -21,24 +21,23 @@
 //! Debugfs, `/sys/kernel/debug/pvrs_pvclock/`: `stats` (read counters) and
 //! `wallclock` (the host's wall clock through `MSR_KVM_WALL_CLOCK_NEW`).
 
-use kernel::{
-    c_str, clocksource, cpu, debugfs,
-    prelude::*,
-    sync::Arc,
-    x86,
-};
+use kernel::{c_str, clocksource, cpu, debugfs, prelude::*, sync::Arc, x86};
 
 /// The guest/host ABI, compiled from the same files as the `pvrs-abi` crate.
 #[path = "../abi/src/modules.rs"]
 pub mod abi;
+pub mod clock;
 /// The pvrs hypercall API (detection of the KVM interface).
 #[path = "../hypercall/api.rs"]
 pub mod hypercall;
-pub mod clock;
 
 use abi::{
-    cpuid::{KVM_FEATURE_CLOCKSOURCE, KVM_FEATURE_CLOCKSOURCE2, KVM_FEATURE_CLOCKSOURCE_STABLE_BIT},
-    msr::{MSR_KVM_SYSTEM_TIME, MSR_KVM_SYSTEM_TIME_NEW, MSR_KVM_WALL_CLOCK, MSR_KVM_WALL_CLOCK_NEW},
+    cpuid::{
+        KVM_FEATURE_CLOCKSOURCE, KVM_FEATURE_CLOCKSOURCE2, KVM_FEATURE_CLOCKSOURCE_STABLE_BIT,
+    },
+    msr::{
+        MSR_KVM_SYSTEM_TIME, MSR_KVM_SYSTEM_TIME_NEW, MSR_KVM_WALL_CLOCK, MSR_KVM_WALL_CLOCK_NEW,
+    },
 };
 use clock::{CpuSetup, PvClock, PvClockReader, Stats, WallClock};
 
@@ -83,10 +82,7 @@ impl kernel::Module for PvrsPvclock {
             return Err(EBUSY);
         }
         let stable_bit_valid = features.has(KVM_FEATURE_CLOCKSOURCE_STABLE_BIT);
-        let clock = Arc::new(
-            PvClock::new(system_time_msr, stable_bit_valid)?,
-            GFP_KERNEL,
-        )?;
+        let clock = Arc::new(PvClock::new(system_time_msr, stable_bit_valid)?, GFP_KERNEL)?;
         let hotplug = cpu::HotplugRegistration::register(
             c_str!("pvrs/pvclock:online"),
             CpuSetup::new(clock.clone()),
@@ -108,9 +104,13 @@ impl kernel::Module for PvrsPvclock {
             system_time_msr,
             wall_clock_msr,
             rating,
-            if stable_bit_valid { "honoured" } else { "not offered" }
+            if stable_bit_valid {
+                "honoured"
+            } else {
+                "not offered"
+            }
         );
-        let dir = match debugfs_files(clock, wall_clock_msr) {
+        let dir = match debugfs_files(clock, wall_clock_msr, kvm) {
             Ok(dir) => Some(dir),
             Err(e) => {
                 pr_warn!("pvrs: pvclock: no debugfs files ({:?})\n", e);
@@ -125,13 +125,21 @@ impl kernel::Module for PvrsPvclock {
     }
 }
 
-fn debugfs_files(clock: Arc<PvClock>, wall_clock_msr: u32) -> Result<debugfs::Dir> {
+fn debugfs_files(
+    clock: Arc<PvClock>,
+    wall_clock_msr: u32,
+    kvm: hypercall::kvm::Kvm,
+) -> Result<debugfs::Dir> {
     let mut dir = debugfs::Dir::new(c_str!("pvrs_pvclock"))?;
-    dir.add_text_file(c_str!("stats"), 0o400, Arc::new(Stats::new(clock.clone()), GFP_KERNEL)?)?;
+    dir.add_text_file(
+        c_str!("stats"),
+        0o400,
+        Arc::new(Stats::new(clock.clone()), GFP_KERNEL)?,
+    )?;
     dir.add_text_file(
         c_str!("wallclock"),
         0o400,
-        Arc::new(WallClock::new(clock, wall_clock_msr)?, GFP_KERNEL)?,
+        Arc::new(WallClock::new(clock, wall_clock_msr, kvm)?, GFP_KERNEL)?,
     )?;
     Ok(dir)
 }

@@ -16,9 +16,9 @@ PV_FEATURES_OFF = "host,kvm-pv-ipi=off,kvm-pv-sched-yield=off,kvm-pv-unhalt=off"
 def run_selftest(host, cpu):
     cfg = guest.GuestConfig(host=host, script=SCRIPTS / "hypercall-selftest.sh", smp=2,
                             qemu_args=["-cpu", cpu], timeout=600)
-    res = guest.run_guest(cfg, echo=lambda line: None)
+    res = guest.run_guest_retrying_hangs(cfg, echo=lambda line: None)
     sys.stdout.write("\n".join(l for l in res.console.splitlines() if l.startswith(("HC:", "IPI:"))))
-    assert res.status == 0, res.reason
+    assert res.status == 0, (res.reason, res.console[-3000:])
     results = {}
     pairings = []
     ipis = []
@@ -82,7 +82,6 @@ def test_clock_pairing_agrees_with_the_guest_clock(kvm_selftest):
     samples = []
     for p in pairings:
         assert p["result"] == "ok", p
-        assert int(p["tsc"]) > 0
         before, after, host = int(p["guest_before_ns"]), int(p["guest_after_ns"]), int(p["host_ns"])
         samples.append((host, before, after))
     host0, before0, after0 = samples[0]

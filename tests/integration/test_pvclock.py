@@ -19,10 +19,12 @@ CPU_MODELS = {
     "stable-bit-hidden": "host,kvmclock-stable-bit=off",
 }
 # Rate agreement bound: both clocks come from the TSC that KVM scales for
-# the guest; 100 ppm is 1 ms over 10 s, ten times the drift seen on the
-# nested host, and still two orders of magnitude below what a wrong
-# mul/shift or a lost TSC bit would show.
-RATE_PPM = 100
+# the guest. Measured on the nested host: 2-30 ppm when the machine is idle,
+# up to 1200 ppm when other nested guests and a kernel build compete for its
+# 2 cores (L1 itself runs on TCG, and its clock bends when it is starved).
+# 2000 ppm (0.2 %) stays clear of that and still far below what a wrong
+# scale factor (a shift is a factor of 2) or a wrong area would show.
+RATE_PPM = 2000
 
 
 def fields(text):
@@ -33,10 +35,10 @@ def fields(text):
 def run(request):
     cfg = guest.GuestConfig(host="kvm", script=SCRIPTS / "pvclock.sh", smp=2, append="no-kvmclock",
                             qemu_args=["-cpu", CPU_MODELS[request.param]], timeout=900)
-    res = guest.run_guest(cfg, echo=lambda line: None)
+    res = guest.run_guest_retrying_hangs(cfg, echo=lambda line: None)
     lines = [(t, l[4:]) for t, l in res.timed_lines if l.startswith("PC: ")]
     sys.stdout.write("\n".join(l for _, l in lines) + "\n")
-    assert res.status == 0, res.reason
+    assert res.status == 0, (res.reason, res.console[-3000:])
     return request.param, lines
 
 
@@ -80,23 +82,24 @@ def test_rate_agrees_with_the_host_over_10_seconds(run):
 
 def test_wall_clock_agrees_with_the_host_date(run):
     """MSR_KVM_WALL_CLOCK_NEW plus the Rust clocksource gives the KVM host's
-    wall-clock time: at or after the host's time from the CLOCK_PAIRING
-    taken just before it, by less than 500 ms (the two reads are two shell
-    commands apart, ~0.1 s under nested TCG), so within a second of the
-    host's date.
+    wall-clock time: it must agree within 100 ms with the host's
+    CLOCK_REALTIME from a CLOCK_PAIRING hypercall made in the same read of
+    the `wallclock` file (both come from the host's clock; 100 ms covers a
+    starved nested vCPU between the two), so within a second of the host's
+    date.
 
     On the nested host the KVM host is L1, whose own clock started from a
     whole-second RTC under TCG and may be a second or two off this
     machine's: against this machine's date the bound is 3 s."""
     _, lines = run
     walls = find(lines, "wall_ns=")
-    pairings = [f for _, f in find(lines, "op=clock_pairing")]
     assert len(walls) == 2
-    for (arrived, wall), pairing in zip(walls, pairings):
+    for arrived, wall in walls:
         wall_ns = int(wall["wall_ns"])
-        print(f"\nwall clock - KVM host clock: {(wall_ns - int(pairing['host_ns'])) / 1e6:.1f} ms; "
+        host_ns = int(wall["host_pairing_ns"])
+        print(f"\nwall clock - KVM host clock: {(wall_ns - host_ns) / 1e6:.3f} ms; "
               f"- this machine's date at arrival: {wall_ns / 1e9 - arrived:.3f} s")
-        assert 0 <= wall_ns - int(pairing["host_ns"]) < 500e6, (wall_ns, pairing["host_ns"])
+        assert abs(wall_ns - host_ns) < 100e6, (wall_ns, host_ns)
         assert abs(wall_ns / 1e9 - arrived) < 3.0, (wall_ns / 1e9, arrived)
 
 
@@ -122,8 +125,10 @@ def test_unload_releases_the_msrs(run):
 
 def test_refuses_while_c_kvmclock_owns_the_msrs(tmp_path):
     script = tmp_path / "s.sh"
-    script.write_text("grep -q '^pvrs_pvclock ' /proc/modules && exit 3\n"
+    script.write_text("insmod /modules/pvrs_pvclock.ko && exit 2\n"
+                      "grep -q '^pvrs_pvclock ' /proc/modules && exit 3\n"
                       "dmesg | grep -q 'the C kvm-clock owns the MSRs' || exit 4\n"
                       "[ $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource) = kvm-clock ]\n")
-    res = guest.run_guest(guest.GuestConfig(host="kvm", script=script, timeout=600), echo=lambda l: None)
+    res = guest.run_guest_retrying_hangs(guest.GuestConfig(host="kvm", script=script, timeout=600),
+                                         echo=lambda l: None)
     assert res.status == 0

@@ -70,6 +70,9 @@ class GuestConfig:
     files: list[Path] = field(default_factory=list)
     load_modules: list[str] | None = None  # None: every pvrs_*.ko built
     timeout: float = 300.0
+    # A guest that prints nothing for this long is hung (nested TCG guests
+    # occasionally stall): stop early instead of waiting for the timeout.
+    silence_timeout: float = 180.0
     quiet: bool = False                    # less console output
     vmm: str = "qemu"                      # the KVM guest's VMM: "qemu" or "pvrs" (pvrs-vmm)
     vmm_args: list[str] = field(default_factory=list)  # extra pvrs-vmm arguments
@@ -85,6 +88,100 @@ class GuestResult:
     # (host wall-clock time when the line arrived, line), for tests that
     # compare guest output with the host's clock.
     timed_lines: list = field(default_factory=list)
+
+
+class GuestSession:
+    """A guest running in the background, for tests that act on it from the
+    host while it runs: wait for console lines, talk QMP to its QEMU (host
+    tcg only: the socket is `self.qmp_path`).
+
+        with GuestSession(cfg) as g:
+            g.expect(r"READY")
+            g.qmp().execute("balloon", value=...)
+            ...
+        g.result  # the GuestResult once the guest has ended
+    """
+
+    def __init__(self, cfg: GuestConfig, echo=lambda line: None):
+        import queue
+        import threading
+        if cfg.host != "tcg":
+            raise ValueError("GuestSession drives QEMU over QMP: host tcg only")
+        self.tmp = tempfile.TemporaryDirectory(prefix="pvrs-session-")
+        self.qmp_path = str(Path(self.tmp.name) / "qmp.sock")
+        cfg.qemu_args = [*cfg.qemu_args, "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        self.lines = queue.Queue()
+        self.history = []
+        self.result = None
+        self._qmp = None
+
+        def feed(line):
+            self.lines.put(line)
+            echo(line)
+
+        def run():
+            try:
+                self.result = run_guest(cfg, echo=feed)
+            finally:
+                self.lines.put(None)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def expect(self, pattern: str, timeout: float = 120.0):
+        """The first match of `pattern` in a console line from now on."""
+        import queue
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no console line matching {pattern!r} within {timeout} s")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise EOFError(f"the guest ended before a line matching {pattern!r}")
+            self.history.append(line)
+            if m := rx.search(line):
+                return m
+
+    def qmp(self):
+        from .qmp import Qmp
+        if self._qmp is None:
+            self._qmp = Qmp(self.qmp_path)
+        return self._qmp
+
+    def wait(self, timeout: float = 300.0):
+        self.thread.join(timeout)
+        return self.result
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._qmp is not None:
+            try:
+                self._qmp.close()
+            except OSError:
+                pass
+        self.wait()
+        self.tmp.cleanup()
+
+
+def run_guest_retrying_hangs(cfg: GuestConfig, **kwargs) -> GuestResult:
+    """run_guest for tests on the nested KVM host, whose TCG-emulated L1
+    occasionally stalls: a run that ends without any result marker (a hang,
+    or QEMU dying) is retried once, and says so. A script that reported a
+    status, even a failing one, is never retried."""
+    log = kwargs.get("log", lambda msg: print(f"run-guest: {msg}", file=sys.stderr, flush=True))
+    result = run_guest(cfg, **kwargs)
+    if result.reason in ("hang", "no-result") and result.host_mode == "nested-kvm":
+        log(f"retrying once: the nested guest ended without a result ({result.reason}); "
+            "its console is in build/logs/guests/")
+        result = run_guest(cfg, **kwargs)
+    return result
 
 
 def default_modules(append: str = "", modules_dir: Path = paths.GUEST_MODULES) -> list[str]:
@@ -189,6 +286,9 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
             raise FileNotFoundError(f"{paths.VMM} does not exist: run tests/build-vmm first")
     nonce = secrets.token_hex(6)
     load = default_modules(cfg.append) if cfg.load_modules is None else cfg.load_modules
+    if cfg.disks and cfg.load_modules is None:
+        # --disk without a driver choice: the C virtio_blk (a module).
+        load = ["virtio_blk"] + load
     with tempfile.TemporaryDirectory(prefix="pvrs-run-") as tmp:
         tmp = Path(tmp)
         initrd = tmp / "initrd.gz"
@@ -222,7 +322,10 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
                 l2_argv = _guest_qemu_argv(cfg, "/l2/bzImage", "/l2/initrd.gz", l1_disks,
                                            ["-enable-kvm", "-cpu", "host"])
             l1_initrd = tmp / "l1-initrd.gz"
-            initramfs.nested_host_image(l1_initrd, nonce, cfg.kernel, initrd, l2_argv, [], log=log,
+            # L1 passes --disk images on as its own virtio disks: it needs
+            # the C virtio_blk (a module) for them.
+            l1_modules = ["virtio_blk"] if cfg.disks else []
+            initramfs.nested_host_image(l1_initrd, nonce, cfg.kernel, initrd, l2_argv, l1_modules, log=log,
                                         vmm_binary=paths.VMM if cfg.vmm == "pvrs" else None)
             l1_cfg = GuestConfig(host="tcg", kernel=cfg.l1_kernel or cfg.kernel,
                                  smp=2, mem=cfg.mem + 1024, append="quiet", quiet=True)
@@ -231,12 +334,29 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
         else:
             raise ValueError(f"unknown host {cfg.host!r}")
 
-        return _supervise(argv, cfg.timeout, nonce, mode, echo, log)
+        result = _supervise(argv, cfg.timeout, nonce, mode, echo, log, cfg.silence_timeout)
+        _save_console(result)
+        return result
 
 
-def _supervise(argv, timeout, nonce, mode, echo, log) -> GuestResult:
+def _save_console(result: "GuestResult") -> None:
+    """Keeps each guest's console in build/logs/guests/ (the newest 200),
+    so that a failure in CI can be read afterwards."""
+    logs = paths.BUILD / "logs" / "guests"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        name = time.strftime("%Y%m%d-%H%M%S") + f"-{result.host_mode}-{result.reason}-{result.status}.log"
+        (logs / name).write_text(result.console + "\n")
+        for old in sorted(logs.glob("*.log"))[:-200]:
+            old.unlink()
+    except OSError:
+        pass
+
+
+def _supervise(argv, timeout, nonce, mode, echo, log, silence_timeout=180.0) -> GuestResult:
     console = _Console(nonce, echo)
     start = time.monotonic()
+    last_output = start
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, preexec_fn=_pdeathsig_kill)
 
@@ -246,7 +366,13 @@ def _supervise(argv, timeout, nonce, mode, echo, log) -> GuestResult:
         except ProcessLookupError:
             pass
 
-    old_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    # Signal handlers can only be set in the main thread; a guest run from
+    # another thread (GuestSession) relies on PR_SET_PDEATHSIG and on its
+    # owner for cleanup.
+    import threading
+    in_main = threading.current_thread() is threading.main_thread()
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if in_main else ()
+    old_handlers = {s: signal.getsignal(s) for s in signals}
 
     def on_signal(signum, _frame):
         kill_guest()
@@ -264,10 +390,14 @@ def _supervise(argv, timeout, nonce, mode, echo, log) -> GuestResult:
             if left <= 0:
                 reason = "timeout"
                 break
+            if time.monotonic() - last_output > silence_timeout:
+                reason = "hang"
+                break
             if sel.select(timeout=min(left, 1.0)):
                 data = os.read(proc.stdout.fileno(), 65536)
                 if not data:
                     break
+                last_output = time.monotonic()
                 console.feed(data)
                 if console.status is not None or console.panic or console.kvm_failure:
                     # Let QEMU finish the power-off briefly, for clean logs.
@@ -300,6 +430,9 @@ def _supervise(argv, timeout, nonce, mode, echo, log) -> GuestResult:
     elif reason == "timeout":
         status = EXIT_TIMEOUT
         log(f"stopped: timeout after {timeout:.0f} s without a result ({mode})")
+    elif reason == "hang":
+        status = EXIT_TIMEOUT
+        log(f"stopped: no console output for {silence_timeout:.0f} s: the guest hangs ({mode})")
     else:
         status = EXIT_GUEST_FAILED
         extra = f"; the L1 QEMU ended with {console.l1_qemu}" if console.l1_qemu else ""

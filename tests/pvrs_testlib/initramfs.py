@@ -79,8 +79,11 @@ if [ ! -c /dev/kvm ]; then
     poweroff -f
 fi
 echo "PVRS-L1: $(grep -c ^processor /proc/cpuinfo) cpus, $(grep -m1 -o -w -E 'svm|vmx' /proc/cpuinfo) present; starting the guest"
-sh /l2/run-qemu.sh </dev/null
+# The VMM's own messages go to a file and are shown after it ends: on the
+# shared console they could split the guest's lines (its result marker).
+sh /l2/run-qemu.sh </dev/null 2>/tmp/vmm-stderr
 rc=$?
+sed 's/^/PVRS-L1-VMM: /' /tmp/vmm-stderr
 echo "PVRS-L1-RESULT-@NONCE@: qemu=$rc"
 poweroff -f
 sleep 5
