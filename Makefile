@@ -2,6 +2,7 @@
 #
 #   make demo    boot the guest on the KVM host, show PV detection, run hackbench
 #   make bench   benchmarks against the C counterparts (build/bench/)
+#   make fuzz    the host's fuzz targets, 5 minutes each
 #   make check   everything CI runs: host tests and lints, guest kernel build
 #                (clippy-clean), guest tests on the TCG and KVM hosts
 #
@@ -12,7 +13,7 @@
 # (When the kernel build descends into drivers/pvrs it reads Kbuild, not
 # this file.)
 
-.PHONY: all guest guest-tools host check check-host check-guest demo bench clean help
+.PHONY: all guest guest-tools host vmm check check-host check-guest demo bench fuzz clean help
 
 all: guest guest-tools
 
@@ -27,6 +28,14 @@ guest-tools:
 
 host:
 	cargo build --locked --manifest-path host-backend/Cargo.toml --workspace
+
+# pvrs-vmm, static, into build/vmm/ (also usable inside the nested L1).
+vmm:
+	tests/build-vmm
+
+# Every fuzz target for 5 minutes (make check runs each for 15 s).
+fuzz:
+	tests/fuzz 300
 
 check:
 	tests/check
