@@ -76,6 +76,15 @@ class GuestConfig:
     quiet: bool = False                    # less console output
     vmm: str = "qemu"                      # the KVM guest's VMM: "qemu" or "pvrs" (pvrs-vmm)
     vmm_args: list[str] = field(default_factory=list)  # extra pvrs-vmm arguments
+    # Nested KVM host only: shell code that the L1 runs instead of the one
+    # VMM command, for benchmarks that boot several guests in one L1. It
+    # finds the L2 kernel and initramfs in /l2, QEMU and (with vmm "pvrs")
+    # /usr/bin/pvrs-vmm on its PATH, and `l1_files` in /usr/bin. "@NONCE@"
+    # in it becomes the run's nonce: the script prints the result marker
+    # `PVRS-RESULT-@NONCE@: exit=N` itself. The L2 initramfs then marks its
+    # own results with "@NONCE@-l2", so that they do not end the run.
+    l1_script: str | None = None
+    l1_files: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -284,7 +293,10 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
             raise ValueError("--qemu-arg does not apply to --vmm pvrs (use --vmm-arg)")
         if not paths.VMM.exists():
             raise FileNotFoundError(f"{paths.VMM} does not exist: run tests/build-vmm first")
+    if cfg.l1_script is not None and (cfg.host != "kvm" or host_has_hw_virt()):
+        raise ValueError("l1_script needs the nested KVM host (host kvm on a CPU without vmx/svm)")
     nonce = secrets.token_hex(6)
+    l2_nonce = f"{nonce}-l2" if cfg.l1_script is not None else nonce
     load = default_modules(cfg.append) if cfg.load_modules is None else cfg.load_modules
     if cfg.disks and cfg.load_modules is None:
         # --disk without a driver choice: the C virtio_blk (a module).
@@ -292,7 +304,7 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
     with tempfile.TemporaryDirectory(prefix="pvrs-run-") as tmp:
         tmp = Path(tmp)
         initrd = tmp / "initrd.gz"
-        initramfs.build_workload_image(initrd, cfg.script, nonce, load, cfg.files)
+        initramfs.build_workload_image(initrd, cfg.script, l2_nonce, load, cfg.files)
 
         if cfg.host == "tcg":
             mode = "tcg"
@@ -325,10 +337,19 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
             # L1 passes --disk images on as its own virtio disks: it needs
             # the C virtio_blk (a module) for them.
             l1_modules = ["virtio_blk"] if cfg.disks else []
+            l1_script = None
+            if cfg.l1_script is not None:
+                l1_script = cfg.l1_script.replace("@NONCE@", nonce)
             initramfs.nested_host_image(l1_initrd, nonce, cfg.kernel, initrd, l2_argv, l1_modules, log=log,
-                                        vmm_binary=paths.VMM if cfg.vmm == "pvrs" else None)
+                                        vmm_binary=paths.VMM if cfg.vmm == "pvrs" else None,
+                                        l1_script=l1_script, l1_files=cfg.l1_files)
+            # tsc=reliable: under TCG, L1's clocksource watchdog can find the
+            # TSC "unstable" when this machine is loaded; L1 then leaves the
+            # TSC clocksource, KVM drops its master clock, and the guest's
+            # kvmclock crawls (seen: CLOCK_PAIRING tsc=0, a `sleep 2` taking
+            # 16, 29, 58, 117 s). TCG's TSC follows the host clock: trust it.
             l1_cfg = GuestConfig(host="tcg", kernel=cfg.l1_kernel or cfg.kernel,
-                                 smp=2, mem=cfg.mem + 1024, append="quiet", quiet=True)
+                                 smp=2, mem=cfg.mem + 1024, append="quiet tsc=reliable", quiet=True)
             argv = _guest_qemu_argv(l1_cfg, str(l1_cfg.kernel), str(l1_initrd),
                                     [str(d) for d in cfg.disks], ["-accel", "tcg", "-cpu", "max"])
         else:
@@ -400,9 +421,16 @@ def _supervise(argv, timeout, nonce, mode, echo, log, silence_timeout=180.0) -> 
                 last_output = time.monotonic()
                 console.feed(data)
                 if console.status is not None or console.panic or console.kvm_failure:
-                    # Let QEMU finish the power-off briefly, for clean logs.
-                    deadline = time.monotonic() + (5 if console.status is not None else 2)
-                    while time.monotonic() < deadline and sel.select(timeout=0.2):
+                    # Read what follows the result for a little longer: the
+                    # power-off, and on the nested host everything up to L1's
+                    # own result marker (L1 prints the VMM's messages after
+                    # the VMM exits).
+                    nested = mode == "nested-kvm" and console.status is not None
+                    deadline = time.monotonic() + (30 if nested else 5 if console.status is not None else 2)
+                    quiet_gap = 5.0 if nested else 0.2
+                    while time.monotonic() < deadline and console.l1_qemu is None:
+                        if not sel.select(timeout=quiet_gap):
+                            break
                         more = os.read(proc.stdout.fileno(), 65536)
                         if not more:
                             break
