@@ -169,7 +169,14 @@ class GuestSession:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None and self.thread.is_alive():
+            # The test failed while the guest runs: end it now rather than
+            # waiting for its script or its timeout.
+            try:
+                self.qmp().execute("quit")
+            except Exception:  # noqa: BLE001 - best effort, the guest may be gone
+                pass
         if self._qmp is not None:
             try:
                 self._qmp.close()

@@ -195,11 +195,13 @@ def nested_host_base(log=print) -> tuple[Path, str]:
 def nested_host_image(out: Path, nonce: str, l2_kernel: Path, l2_initrd: Path,
                       qemu_argv: list[str], l1_load_modules: list[str],
                       modules_dir: Path = paths.GUEST_MODULES, log=print,
-                      vmm_binary: Path | None = None) -> None:
+                      vmm_binary: Path | None = None, l1_script: str | None = None,
+                      l1_files: list[Path] = ()) -> None:
     """The L1 initramfs: the cached base plus a per-run archive with the L2
     kernel, the L2 initramfs and the VMM command line that boots them
     (QEMU's, or pvrs-vmm's, whose static binary `vmm_binary` is then added
-    as /usr/bin/pvrs-vmm)."""
+    as /usr/bin/pvrs-vmm). `l1_script`, if given, runs instead of that one
+    command line; `l1_files` are added to /usr/bin."""
     base, _ = nested_host_base(log)
     with tempfile.TemporaryDirectory(prefix="pvrs-l1-run-") as tmp:
         root = Path(tmp)
@@ -209,10 +211,13 @@ def nested_host_image(out: Path, nonce: str, l2_kernel: Path, l2_initrd: Path,
         init.chmod(0o755)
         shutil.copy2(l2_kernel, root / "l2" / "bzImage")
         shutil.copy2(l2_initrd, root / "l2" / "initrd.gz")
+        (root / "usr" / "bin").mkdir(parents=True)
         if vmm_binary is not None:
-            (root / "usr" / "bin").mkdir(parents=True)
             shutil.copy2(vmm_binary, root / "usr" / "bin" / "pvrs-vmm")
-        (root / "l2" / "run-qemu.sh").write_text("exec " + shlex.join(qemu_argv) + "\n")
+        for f in l1_files:
+            shutil.copy2(f, root / "usr" / "bin" / f.name)
+        run = l1_script if l1_script is not None else "exec " + shlex.join(qemu_argv) + "\n"
+        (root / "l2" / "run-qemu.sh").write_text(run)
         (root / "l2" / "load-modules").write_text("\n".join(l1_load_modules) + "\n")
         if l1_load_modules:
             (root / "modules").mkdir()
