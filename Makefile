@@ -13,7 +13,7 @@
 # (When the kernel build descends into drivers/pvrs it reads Kbuild, not
 # this file.)
 
-.PHONY: all guest guest-tools host vmm check check-host check-guest demo bench fuzz clean help
+.PHONY: all guest guest-tools host vmm virtio-guest check check-host check-guest demo bench fuzz clean help
 
 all: guest guest-tools
 
@@ -33,6 +33,10 @@ host:
 vmm:
 	tests/build-vmm
 
+# The bare-metal virtio test guest (tests/virtio-guest) into build/virtio-guest/.
+virtio-guest:
+	tests/build-virtio-guest
+
 # Every fuzz target for 5 minutes (make check runs each for 15 s).
 fuzz:
 	tests/fuzz 300
@@ -49,8 +53,9 @@ check-guest:
 demo: guest guest-tools
 	tests/demo
 
-# Benchmarks against their C counterparts; results in build/bench/.
-bench: guest guest-tools
+# Benchmarks against their C counterparts (and pvrs-vmm against QEMU);
+# results in build/bench/.
+bench: guest guest-tools vmm virtio-guest
 	tests/bench
 
 clean:

@@ -75,6 +75,8 @@ pub const VIRTIO_IRQS: [u32; 8] = [5, 6, 7, 10, 11, 12, 14, 15];
 /// The number of virtio devices the layout has room for.
 pub const MAX_VIRTIO_DEVICES: usize = VIRTIO_IRQS.len();
 
+/// The POST-code port: firmware progress codes, and Linux's `io_delay=0x80`.
+pub const POST_PORT: u16 = 0x80;
 /// The I/O port of the first serial port.
 pub const SERIAL_PORT: u16 = 0x3f8;
 /// The i8042 data port.

@@ -34,7 +34,7 @@ use crate::cpu::regs::{self, EntryPoint};
 use crate::cpu::{self, cpuid, UnhandledCounters, Vcpu};
 use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::bus::Bus;
-use crate::devices::legacy::{I8042Port, ResetTrigger, SerialDevice};
+use crate::devices::legacy::{I8042Port, PostPort, ResetTrigger, SerialDevice};
 use crate::exit::{ExitNotifier, ExitReason};
 use crate::layout;
 use crate::virtio::block::{Block, FileDisk};
@@ -236,6 +236,12 @@ impl Vm {
             }));
             pio.insert(p, u64::from(port), 1).map_err(bus_err)?;
         }
+        pio.insert(
+            Arc::new(Mutex::new(PostPort)),
+            u64::from(layout::POST_PORT),
+            1,
+        )
+        .map_err(bus_err)?;
         let pm = Arc::new(Mutex::new(AcpiPm::new(exit.clone())));
         pio.insert(
             pm,

@@ -262,9 +262,9 @@ fn unknown_ports_read_all_ones() {
     if !kvm_usable() {
         return;
     }
-    // in al, 0x80 -> 0xff; out to serial.
+    // in al, 0x84 (no device there; 0x80 is the POST port) -> 0xff; out to serial.
     let code = Asm::default()
-        .bytes(&[0xe4, 0x80]) // in al, 0x80
+        .bytes(&[0xe4, 0x84]) // in al, 0x84
         .bytes(&[0x66, 0xba, 0xf8, 0x03, 0xee]) // mov dx, 0x3f8; out dx, al
         .poweroff()
         .halt()

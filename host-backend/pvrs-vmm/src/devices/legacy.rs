@@ -1,7 +1,8 @@
 //! The legacy PC devices, emulated by the rust-vmm `vm-superio` crate and
 //! glued to the bus here: the 16550A serial port at 0x3f8 (IRQ 4, through a
 //! KVM irqfd) carrying the console, and the i8042 controller, kept only for
-//! its reset line (`outb(0xfe, 0x64)`, Linux's `reboot=k`).
+//! its reset line (`outb(0xfe, 0x64)`, Linux's `reboot=k`). Plus the POST
+//! port 0x80, which needs no emulation beyond swallowing writes.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -138,6 +139,26 @@ impl<W: Write + Send> BusDevice for SerialDevice<W> {
     }
 }
 
+/// Port 0x80, where PC firmware writes POST codes and where Linux writes
+/// for a short delay (`outb_p`, `io_delay=0x80`) when the KVM
+/// `NOP_IO_DELAY` feature is off. Decoding it keeps those writes off the
+/// unhandled-port path (codes go to the trace log). Reads return 0xff, as
+/// on QEMU's `ioport80`.
+#[derive(Default)]
+pub struct PostPort;
+
+impl BusDevice for PostPort {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+
+    fn write(&mut self, _offset: u64, data: &[u8]) {
+        if let Some(&code) = data.first() {
+            log::trace!("POST code {code:#04x}");
+        }
+    }
+}
+
 /// Reports the i8042 reset line as a guest reboot.
 pub struct ResetTrigger(pub Arc<ExitNotifier>);
 
@@ -226,6 +247,15 @@ mod tests {
             .unwrap();
         exit.exit(ExitReason::Reboot);
         assert_eq!(exit.reason(), Some(ExitReason::PanicReboot));
+    }
+
+    #[test]
+    fn post_port_swallows_writes() {
+        let mut p = PostPort;
+        p.write(0, &[0x42]);
+        let mut b = [0u8; 2];
+        p.read(0, &mut b);
+        assert_eq!(b, [0xff, 0xff]);
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! registers are only writable while the queue is not ready; at DRIVER_OK
 //! every ready queue must lie in guest memory (§2.7 alignment and sizes
 //! are checked by `virtio-queue`) or the device sets DEVICE_NEEDS_RESET.
+//! A driver may stop a queue at any time by writing 0 to QueueReady
+//! (§4.2.2.2); it stays stopped until the next reset.
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -343,12 +345,28 @@ impl MmioTransport {
             );
             return;
         };
-        if !driver_set_up {
-            log::warn!("{name}: queue register {offset:#x} written outside driver setup; ignored");
-            return;
-        }
         if offset == VIRTIO_MMIO_QUEUE_READY {
-            q.queue.set_ready(v == 1);
+            // §4.2.2.2: "To stop using the queue the driver MUST write zero
+            // (0x0) to this QueueReady and MUST read the value back to
+            // ensure synchronization", at any time, also after DRIVER_OK
+            // (drivers do so on teardown before the reset). Every device
+            // path checks `ready()`, so the queue is left alone from now on.
+            // Enabling is part of setup only: enabling again after
+            // DRIVER_OK would be a queue reset (§2.6.1, VIRTIO_F_RING_RESET,
+            // not offered).
+            if v == 0 {
+                if q.queue.ready() && self.active {
+                    log::debug!("{name}: queue {} stopped by the driver", self.queue_sel);
+                }
+                q.queue.set_ready(false);
+            } else if driver_set_up {
+                q.queue.set_ready(v == 1);
+            } else {
+                log::warn!(
+                    "{name}: queue {} enabled outside driver setup; ignored",
+                    self.queue_sel
+                );
+            }
             return;
         }
         if q.queue.ready() {
@@ -356,6 +374,19 @@ impl MmioTransport {
                 "{name}: queue {} register {offset:#x} written while ready; ignored",
                 self.queue_sel
             );
+            return;
+        }
+        if !driver_set_up {
+            if self.status & VIRTIO_CONFIG_S_DRIVER_OK != 0 {
+                // A stopped queue's registers cleared on teardown: they are
+                // write-only (§4.2.2 table 4.1) and the queue cannot be
+                // enabled again before a reset, so the values do not matter.
+                log::debug!("{name}: stopped queue register {offset:#x} written; ignored");
+            } else {
+                log::warn!(
+                    "{name}: queue register {offset:#x} written outside driver setup; ignored"
+                );
+            }
             return;
         }
         let q = &mut q.queue;
@@ -629,6 +660,37 @@ mod tests {
         assert_eq!(rd(&mut t, VIRTIO_MMIO_STATUS), 0);
         assert!(!t.is_active());
         assert_eq!(rd(&mut t, VIRTIO_MMIO_QUEUE_READY), 0);
+    }
+
+    #[test]
+    fn driver_can_stop_a_queue_after_driver_ok() {
+        // The teardown of the virtio-drivers crate (its MmioTransport's
+        // queue_unset): QueueReady 0, read back until 0, clear the queue
+        // registers, then reset.
+        let (mut t, mem, _irq) = transport();
+        bring_up(&mut t);
+        wr(&mut t, VIRTIO_MMIO_QUEUE_SEL, 0);
+        wr(&mut t, VIRTIO_MMIO_QUEUE_READY, 0);
+        assert_eq!(rd(&mut t, VIRTIO_MMIO_QUEUE_READY), 0);
+        wr(&mut t, VIRTIO_MMIO_QUEUE_NUM, 0);
+        wr(&mut t, VIRTIO_MMIO_QUEUE_DESC_LOW, 0);
+        // A stopped queue is not processed, and cannot be enabled again
+        // without a reset.
+        mem.write_obj(1u16, GuestAddress(0x2002)).unwrap();
+        t.process_queue(0);
+        assert_eq!(mem.read_obj::<u16>(GuestAddress(0x3002)).unwrap(), 0);
+        wr(&mut t, VIRTIO_MMIO_QUEUE_READY, 1);
+        assert_eq!(rd(&mut t, VIRTIO_MMIO_QUEUE_READY), 0);
+        assert_eq!(
+            rd(&mut t, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET,
+            0
+        );
+        wr(&mut t, VIRTIO_MMIO_STATUS, 0);
+        assert!(!t.is_active());
+        // ... and the device can be brought up again.
+        bring_up(&mut t);
+        assert!(t.is_active());
+        assert_eq!(rd(&mut t, VIRTIO_MMIO_QUEUE_READY), 1);
     }
 
     #[test]
