@@ -189,11 +189,11 @@ impl Inner {
     /// Inflates by up to `wanted` pages (one batch); returns how many.
     fn fill(&self, wanted: usize) -> Result<usize> {
         let mut queues = self.queues.lock();
-        let Some(mut pfns) = queues.pfns.take() else {
+        let (Some(mut pfns), Some(mut slots)) = (queues.pfns.take(), queues.slots.take()) else {
             return Err(EBUSY);
         };
-        let mut count = 0;
-        while count < wanted.min(PFNS_PER_BATCH) {
+        let mut allocated = 0;
+        while allocated < wanted.min(PFNS_PER_BATCH) {
             let Some(page) = BalloonPage::alloc() else {
                 // Out of memory for now: stop this batch, try again later.
                 break;
@@ -201,11 +201,19 @@ impl Inner {
             if !self.deflate_on_oom {
                 page.adjust_managed_count(-1);
             }
-            // x86 pages are 4 KiB, the balloon's unit (PFN_SHIFT 12), and a
-            // guest below 16 TiB has 32-bit page numbers.
-            pfns[count] = self.balloon.enqueue(page) as u32;
-            count += 1;
+            slots[allocated] = Some(page);
+            allocated += 1;
         }
+        let mut frames = [0u64; PFNS_PER_BATCH];
+        let count = self
+            .balloon
+            .enqueue_batch(&mut slots[..allocated], &mut frames);
+        // x86 pages are 4 KiB, the balloon's unit (PFN_SHIFT 12), and a
+        // guest below 16 TiB has 32-bit page numbers.
+        for (pfn, frame) in pfns.iter_mut().zip(frames.iter()).take(count) {
+            *pfn = *frame as u32;
+        }
+        queues.slots = Some(slots);
         if count > 0 {
             pfns = self.tell_host(&mut queues, INFLATE_VQ, pfns, count)?;
             self.pages.fetch_add(count as u32, Ordering::Relaxed);
