@@ -73,6 +73,17 @@ struct Queues {
     slots: Option<KBox<PageSlots>>,
 }
 
+impl Queues {
+    /// The inflate or the deflate queue, by index.
+    fn pfn_queue(&mut self, which: u32) -> &mut Virtqueue<KBox<Pfns>> {
+        if which == INFLATE_VQ {
+            &mut self.inflate
+        } else {
+            &mut self.deflate
+        }
+    }
+}
+
 type QueuesGuard<'a> =
     kernel::sync::lock::Guard<'a, Queues, kernel::sync::lock::mutex::MutexBackend>;
 
@@ -154,23 +165,14 @@ impl Inner {
         pfns: KBox<Pfns>,
         count: usize,
     ) -> Result<KBox<Pfns>> {
-        let vq = if which == INFLATE_VQ {
-            &mut queues.inflate
-        } else {
-            &mut queues.deflate
-        };
-        if let Err((e, buf)) = vq.add(pfns, count * 4, 0) {
+        if let Err((e, buf)) = queues.pfn_queue(which).add(pfns, count * 4, 0) {
             // Cannot happen with one buffer per queue; keep the buffer.
             queues.pfns = Some(buf);
             return Err(e);
         }
-        vq.kick();
+        queues.pfn_queue(which).kick();
         loop {
-            let vq = if which == INFLATE_VQ {
-                &mut queues.inflate
-            } else {
-                &mut queues.deflate
-            };
+            let vq = queues.pfn_queue(which);
             if let Some(used) = vq.get_buf() {
                 return Ok(used.buf);
             }

@@ -2,8 +2,6 @@
 Linux's virtio_balloon (C), on QEMU TCG with QEMU's virtio-balloon device,
 driven from the host over QMP (virtio 1.2, 5.5)."""
 
-import re
-import sys
 import time
 from pathlib import Path
 
@@ -18,10 +16,6 @@ PAGE_KB = 4
 # 128 batches of 256; on TCG one batch takes about 2 ms.
 CONVERGE_S = 30
 DRIVERS = ["pvrs_balloon", "virtio_balloon"]
-
-
-def fields(text):
-    return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
 
 
 def set_and_wait(g, q, balloon_mib):
@@ -42,7 +36,7 @@ def mem_after(g, settle=1.0):
     """The first meminfo line printed `settle` seconds from now."""
     deadline = time.monotonic() + settle
     while True:
-        m = fields(g.expect(r"BAL: mem (.*)", timeout=30).group(1))
+        m = guest.key_values(g.expect(r"BAL: mem (.*)", timeout=30).group(1))
         if time.monotonic() >= deadline:
             return {k: int(v) for k, v in m.items()}
 
@@ -59,7 +53,7 @@ def test_balloon(driver):
     """Convergence and /proc/meminfo, statistics over QMP, 100
     inflate/deflate cycles, and unloading with the balloon inflated."""
     with session(driver, "", "balloon.sh") as g:
-        ready = fields(g.expect(r"BAL: ready (.*)").group(1))
+        ready = guest.key_values(g.expect(r"BAL: ready (.*)").group(1))
         assert ready["driver"] == driver
         total0 = int(ready["total"])
         q = g.qmp()
@@ -98,9 +92,9 @@ def test_balloon(driver):
 
         # Unload with 200 MiB in the balloon: every page comes back.
         set_and_wait(g, q, 200)
-        inflated = fields(g.expect(r"BAL: inflated (.*)").group(1))
+        inflated = guest.key_values(g.expect(r"BAL: inflated (.*)").group(1))
         assert int(inflated["total"]) == total0 - 200 * 1024
-        unloaded = fields(g.expect(r"BAL: unloaded (.*)").group(1))
+        unloaded = guest.key_values(g.expect(r"BAL: unloaded (.*)").group(1))
         assert unloaded["rc"] == "0"
         assert int(unloaded["total"]) == total0
         q.execute("quit")
@@ -112,13 +106,13 @@ def test_deflate_on_oom(driver):
     after inflation succeeds: the driver deflates instead of the OOM killer
     killing a task."""
     with session(driver, ",deflate-on-oom=on", "balloon-oom.sh") as g:
-        ready = fields(g.expect(r"BAL: ready (.*)").group(1))
+        ready = guest.key_values(g.expect(r"BAL: ready (.*)").group(1))
         avail_mib = int(ready["avail"]) // 1024
         q = g.qmp()
         balloon = avail_mib - 100                    # leaves about 100 MiB
         set_and_wait(g, q, balloon)
-        start = fields(g.expect(r"BAL: oom-start (.*)", timeout=60).group(1))
-        done = fields(g.expect(r"BAL: oom-done (.*)", timeout=300).group(1))
+        start = guest.key_values(g.expect(r"BAL: oom-start (.*)", timeout=60).group(1))
+        done = guest.key_values(g.expect(r"BAL: oom-done (.*)", timeout=300).group(1))
         after = q.execute("query-balloon")["actual"] >> 20
         print(f"{driver}: balloon {balloon} MiB, allocated {start['alloc_mib']} MiB: {done}; "
               f"balloon now {MEM_MIB - after} MiB")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pvrs_testlib import guest, paths
+from pvrs_testlib import guest
 
 TESTS = Path(__file__).resolve().parents[1]
 RUN_GUEST = TESTS / "run-guest"

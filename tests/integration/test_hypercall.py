@@ -1,6 +1,5 @@
 """pvrs_hypercall's API through its selftest interface, on the KVM host."""
 
-import re
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ def run_selftest(host, cpu):
     ipis = []
     for line in res.console.splitlines():
         if line.startswith("HC: "):
-            fields = dict(kv.split("=", 1) for kv in line[4:].split() if "=" in kv)
+            fields = guest.key_values(line[4:])
             if fields.get("op") == "clock_pairing":
                 pairings.append(fields)
             else:

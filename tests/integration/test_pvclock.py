@@ -27,10 +27,6 @@ CPU_MODELS = {
 RATE_PPM = 2000
 
 
-def fields(text):
-    return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
-
-
 @pytest.fixture(scope="module", params=list(CPU_MODELS))
 def run(request):
     cfg = guest.GuestConfig(host="kvm", script=SCRIPTS / "pvclock.sh", smp=2, append="no-kvmclock",
@@ -43,7 +39,8 @@ def run(request):
 
 
 def find(lines, prefix="", key=None):
-    return [(t, fields(l)) for t, l in lines if l.startswith(prefix) and (key is None or key in fields(l))]
+    parsed = [(t, guest.key_values(l)) for t, l in lines if l.startswith(prefix)]
+    return [(t, f) for t, f in parsed if key is None or key in f]
 
 
 def test_rust_clocksource_is_current(run):

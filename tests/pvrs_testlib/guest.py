@@ -220,11 +220,21 @@ def _pdeathsig_kill() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def key_values(text: str) -> dict[str, str]:
+    """The `key=value` words of a line of guest output (the form the pvrs
+    modules, guest tools and guest scripts print)."""
+    return dict(word.split("=", 1) for word in text.split() if "=" in word)
+
+
+def _kernel_cmdline(cfg: GuestConfig) -> str:
+    """The guest kernel command line, the same under every VMM."""
+    return ("console=ttyS0 panic=-1 " + ("quiet " if cfg.quiet else "") + cfg.append).strip()
+
+
 def _guest_qemu_argv(cfg: GuestConfig, kernel: str, initrd: str, disks: list[str],
                      accel: list[str]) -> list[str]:
-    cmdline = "console=ttyS0 panic=-1 " + ("quiet " if cfg.quiet else "") + cfg.append
     argv = [QEMU, *accel, "-m", str(cfg.mem), "-smp", str(cfg.smp),
-            "-kernel", kernel, "-initrd", initrd, "-append", cmdline.strip(),
+            "-kernel", kernel, "-initrd", initrd, "-append", _kernel_cmdline(cfg),
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
             "-no-reboot"]
     for i, disk in enumerate(disks):
@@ -236,8 +246,7 @@ def _guest_qemu_argv(cfg: GuestConfig, kernel: str, initrd: str, disks: list[str
 def _guest_pvrs_argv(cfg: GuestConfig, vmm: str, kernel: str, initrd: str,
                      disks: list[str]) -> list[str]:
     """pvrs-vmm booting the guest: the same kernel command line as QEMU gets."""
-    cmdline = "console=ttyS0 panic=-1 " + ("quiet " if cfg.quiet else "") + cfg.append
-    argv = [vmm, "--kernel", kernel, "--initrd", initrd, "--cmdline", cmdline.strip(),
+    argv = [vmm, "--kernel", kernel, "--initrd", initrd, "--cmdline", _kernel_cmdline(cfg),
             "--cpus", str(cfg.smp), "--mem", str(cfg.mem)]
     for disk in disks:
         argv += ["--blk", disk]

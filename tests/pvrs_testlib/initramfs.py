@@ -16,7 +16,6 @@ Two kinds:
 
 import gzip
 import hashlib
-import os
 import shlex
 import shutil
 import subprocess

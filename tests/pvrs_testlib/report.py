@@ -56,7 +56,7 @@ def bar_chart_svg(name: str, title: str, groups: list[str], series: dict[str, li
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 120}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',
-           f'<rect width="100%" height="100%" fill="white"/>',
+           '<rect width="100%" height="100%" fill="white"/>',
            f'<text x="10" y="20" font-size="15" font-weight="bold">{html.escape(title)}</text>',
            f'<text x="10" y="38" fill="#555">{html.escape(unit)}{" (log scale)" if log_scale else ""}</text>']
     y = 50
