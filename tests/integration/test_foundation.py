@@ -24,7 +24,9 @@ def write_script(tmp_path, text, name="s.sh"):
 
 def run(args, timeout=900):
     """Runs tests/run-guest, echoing its output, and returns (status, output)."""
-    proc = subprocess.run([sys.executable, str(RUN_GUEST), *args], capture_output=True,
+    # Nested boots occasionally stall or crash before the script runs (an
+    # emulation fault in L1): such a run, and only such a run, is retried once.
+    proc = subprocess.run([sys.executable, str(RUN_GUEST), "--retry-hang", *args], capture_output=True,
                           text=True, timeout=timeout)
     sys.stdout.write(proc.stdout[-6000:])
     sys.stderr.write(proc.stderr)
