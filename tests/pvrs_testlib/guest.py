@@ -19,6 +19,7 @@ runner is interrupted or killed (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import re
 import secrets
@@ -57,6 +58,22 @@ def host_has_hw_virt() -> bool:
 
 
 @dataclass
+class Disk:
+    """A raw image as a virtio-blk disk, with options. A plain path in
+    `GuestConfig.disks` is a `Disk` with none. `drive_opts` and
+    `device_opts` are QEMU's (`-drive`, `-device virtio-blk-pci`), e.g.
+    "discard=unmap,detect-zeroes=off" and "serial=abc,num-queues=2"."""
+    path: Path
+    read_only: bool = False
+    drive_opts: str = ""
+    device_opts: str = ""
+
+
+def _disk(d: "Path | str | Disk") -> Disk:
+    return d if isinstance(d, Disk) else Disk(Path(d))
+
+
+@dataclass
 class GuestConfig:
     host: str = "tcg"                      # "tcg" or "kvm"
     script: Path | None = None
@@ -65,9 +82,13 @@ class GuestConfig:
     append: str = ""
     smp: int = 2
     mem: int = 512                         # MiB
-    disks: list[Path] = field(default_factory=list)
+    disks: list[Path | Disk] = field(default_factory=list)
     qemu_args: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    # Host programs copied into the guest's /usr/local/bin with the shared
+    # libraries they need. The guest's busybox sh runs its own applets
+    # ahead of PATH: call one that busybox also has by its full path.
+    binaries: list[Path] = field(default_factory=list)
     load_modules: list[str] | None = None  # None: every pvrs_*.ko built
     timeout: float = 300.0
     # A guest that prints nothing for this long is hung (nested TCG guests
@@ -118,7 +139,9 @@ class GuestSession:
             raise ValueError("GuestSession drives QEMU over QMP: host tcg only")
         self.tmp = tempfile.TemporaryDirectory(prefix="pvrs-session-")
         self.qmp_path = str(Path(self.tmp.name) / "qmp.sock")
-        cfg.qemu_args = [*cfg.qemu_args, "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        self.pid_path = Path(self.tmp.name) / "qemu.pid"
+        cfg.qemu_args = [*cfg.qemu_args, "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+                         "-pidfile", str(self.pid_path)]
         self.lines = queue.Queue()
         self.history = []
         self.result = None
@@ -161,6 +184,11 @@ class GuestSession:
         if self._qmp is None:
             self._qmp = Qmp(self.qmp_path)
         return self._qmp
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Sends `sig` to the guest's QEMU (by default SIGKILL: the guest
+        stops at once, with no chance to write anything more)."""
+        os.kill(int(self.pid_path.read_text()), sig)
 
     def wait(self, timeout: float = 300.0):
         self.thread.join(timeout)
@@ -231,25 +259,32 @@ def _kernel_cmdline(cfg: GuestConfig) -> str:
     return ("console=ttyS0 panic=-1 " + ("quiet " if cfg.quiet else "") + cfg.append).strip()
 
 
-def _guest_qemu_argv(cfg: GuestConfig, kernel: str, initrd: str, disks: list[str],
+def _qemu_opts(*parts: str) -> str:
+    return ",".join(p for p in parts if p)
+
+
+def _guest_qemu_argv(cfg: GuestConfig, kernel: str, initrd: str, disks: list,
                      accel: list[str]) -> list[str]:
     argv = [QEMU, *accel, "-m", str(cfg.mem), "-smp", str(cfg.smp),
             "-kernel", kernel, "-initrd", initrd, "-append", _kernel_cmdline(cfg),
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
             "-no-reboot"]
-    for i, disk in enumerate(disks):
-        argv += ["-drive", f"file={disk},format=raw,if=none,id=disk{i}",
-                 "-device", f"virtio-blk-pci,drive=disk{i}"]
+    for i, disk in enumerate(map(_disk, disks)):
+        argv += ["-drive", _qemu_opts(f"file={disk.path},format=raw,if=none,id=disk{i}",
+                                      "readonly=on" if disk.read_only else "", disk.drive_opts),
+                 "-device", _qemu_opts(f"virtio-blk-pci,drive=disk{i}", disk.device_opts)]
     return argv + cfg.qemu_args
 
 
 def _guest_pvrs_argv(cfg: GuestConfig, vmm: str, kernel: str, initrd: str,
-                     disks: list[str]) -> list[str]:
+                     disks: list) -> list[str]:
     """pvrs-vmm booting the guest: the same kernel command line as QEMU gets."""
     argv = [vmm, "--kernel", kernel, "--initrd", initrd, "--cmdline", _kernel_cmdline(cfg),
             "--cpus", str(cfg.smp), "--mem", str(cfg.mem)]
-    for disk in disks:
-        argv += ["--blk", disk]
+    for disk in map(_disk, disks):
+        if disk.drive_opts or disk.device_opts:
+            raise ValueError("QEMU disk options do not apply to --vmm pvrs")
+        argv += ["--blk", f"{disk.path},ro" if disk.read_only else str(disk.path)]
     return argv + cfg.vmm_args
 
 
@@ -320,29 +355,32 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
     with tempfile.TemporaryDirectory(prefix="pvrs-run-") as tmp:
         tmp = Path(tmp)
         initrd = tmp / "initrd.gz"
-        initramfs.build_workload_image(initrd, cfg.script, l2_nonce, load, cfg.files)
+        initramfs.build_workload_image(initrd, cfg.script, l2_nonce, load, cfg.files,
+                                       binaries=cfg.binaries)
 
         if cfg.host == "tcg":
             mode = "tcg"
             log("host tcg: QEMU TCG, no KVM")
             argv = _guest_qemu_argv(cfg, str(cfg.kernel), str(initrd),
-                                    [str(d) for d in cfg.disks], ["-accel", "tcg", "-cpu", "max"])
+                                    cfg.disks, ["-accel", "tcg", "-cpu", "max"])
         elif cfg.host == "kvm" and host_has_hw_virt():
             mode = "kvm"
             log(f"host kvm: this machine's /dev/kvm (the CPU has vmx/svm), VMM {cfg.vmm}")
             if cfg.vmm == "pvrs":
                 argv = _guest_pvrs_argv(cfg, str(paths.VMM), str(cfg.kernel), str(initrd),
-                                        [str(d) for d in cfg.disks])
+                                        cfg.disks)
             else:
                 argv = _guest_qemu_argv(cfg, str(cfg.kernel), str(initrd),
-                                        [str(d) for d in cfg.disks], ["-enable-kvm", "-cpu", "host"])
+                                        cfg.disks, ["-enable-kvm", "-cpu", "host"])
         elif cfg.host == "kvm":
             mode = "nested-kvm"
             l2_vmm = "pvrs-vmm" if cfg.vmm == "pvrs" else "QEMU -enable-kvm"
             log("host kvm: nested, since this CPU has no vmx/svm: QEMU TCG -cpu max "
                 f"runs an L1 Linux with kvm_amd, and {l2_vmm} in L1 boots the guest")
             # Inside L1 the disks are L1's virtio disks, in order: /dev/vda, ...
-            l1_disks = [f"/dev/vd{chr(ord('a') + i)}" for i in range(len(cfg.disks))]
+            # (with the options of the images they stand for).
+            l1_disks = [dataclasses.replace(_disk(d), path=Path(f"/dev/vd{chr(ord('a') + i)}"))
+                        for i, d in enumerate(cfg.disks)]
             if cfg.vmm == "pvrs":
                 l2_argv = _guest_pvrs_argv(cfg, "/usr/bin/pvrs-vmm", "/l2/bzImage", "/l2/initrd.gz",
                                            l1_disks)
@@ -367,7 +405,8 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
             l1_cfg = GuestConfig(host="tcg", kernel=cfg.l1_kernel or cfg.kernel,
                                  smp=2, mem=cfg.mem + 1024, append="quiet tsc=reliable", quiet=True)
             argv = _guest_qemu_argv(l1_cfg, str(l1_cfg.kernel), str(l1_initrd),
-                                    [str(d) for d in cfg.disks], ["-accel", "tcg", "-cpu", "max"])
+                                    [Disk(_disk(d).path, read_only=_disk(d).read_only) for d in cfg.disks],
+                                    ["-accel", "tcg", "-cpu", "max"])
         else:
             raise ValueError(f"unknown host {cfg.host!r}")
 

@@ -4,9 +4,9 @@ Two kinds:
 
 * the workload image (`build_workload_image`): busybox, hackbench and the
   libraries they need, the pvrs guest tools, the kernel modules, `--file`
-  payloads under /files, and an /init that loads the modules, runs the
-  script, prints a result marker carrying the script's exit status and
-  powers off;
+  payloads under /files, extra host programs in /usr/local/bin, and an
+  /init that loads the modules, runs the script, prints a result marker
+  carrying the script's exit status and powers off;
 * the nested-host image (`nested_host_image`): busybox and qemu-system-x86_64
   with its libraries and firmware, for the L1 of the nested KVM host. Its big
   part is cached in the cache directory; the per-run part (the L2 kernel,
@@ -33,7 +33,7 @@ QEMU_DATA_DIRS = [Path("/usr/share/qemu"), Path("/usr/share/seabios")]
 # that nothing the script prints can be mistaken for it.
 WORKLOAD_INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/pvrs/tools
+export PATH=/usr/local/bin:/bin:/sbin:/usr/bin:/usr/sbin:/pvrs/tools
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
@@ -90,8 +90,13 @@ sleep 5
 
 
 def _shared_libraries(binary: Path) -> list[Path]:
-    """The shared libraries `binary` loads, as ldd resolves them here."""
-    out = subprocess.run(["ldd", str(binary)], check=True, capture_output=True, text=True).stdout
+    """The shared libraries `binary` loads, as ldd resolves them here (none
+    for a static executable)."""
+    proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True)
+    if "not a dynamic executable" in proc.stdout + proc.stderr:
+        return []
+    proc.check_returncode()
+    out = proc.stdout
     libs = []
     for line in out.splitlines():
         parts = line.split()
@@ -112,8 +117,10 @@ def _copy_into(root: Path, src: Path, dest: Path | None = None) -> None:
         shutil.copy2(src, target, follow_symlinks=True)
 
 
-def _copy_binary(root: Path, binary: Path) -> None:
-    _copy_into(root, binary)
+def _copy_binary(root: Path, binary: Path, dest: Path | None = None) -> None:
+    """Copies `binary` (to `dest`, if given) and the shared libraries it
+    loads, which keep their paths."""
+    _copy_into(root, binary, dest)
     for lib in _shared_libraries(binary):
         _copy_into(root, lib)
 
@@ -139,8 +146,10 @@ def _skeleton(root: Path) -> None:
 
 def build_workload_image(out: Path, script: Path, nonce: str, load_modules: list[str],
                          files: list[Path], modules_dir: Path = paths.GUEST_MODULES,
-                         tools_dir: Path = paths.GUEST_TOOLS) -> None:
-    """The initramfs of the guest that runs `script`."""
+                         tools_dir: Path = paths.GUEST_TOOLS, binaries: list[Path] = ()) -> None:
+    """The initramfs of the guest that runs `script`. `binaries` are host
+    programs put into /usr/local/bin under their own names, with their
+    libraries."""
     with tempfile.TemporaryDirectory(prefix="pvrs-initramfs-") as tmp:
         root = Path(tmp)
         _skeleton(root)
@@ -155,6 +164,8 @@ def build_workload_image(out: Path, script: Path, nonce: str, load_modules: list
             shutil.copytree(modules_dir, root / "modules")
         if tools_dir.is_dir():
             shutil.copytree(tools_dir, root / "pvrs" / "tools")
+        for b in binaries:
+            _copy_binary(root, Path(b), Path("/usr/local/bin") / Path(b).name)
         if files:
             (root / "files").mkdir()
             for f in files:
