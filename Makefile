@@ -23,8 +23,11 @@ help:
 guest:
 	tests/build-guest
 
+# Our static guest programs (build/guest-tools/) and a static fio
+# (~/.cache/pvrs/fio/fio).
 guest-tools:
 	tests/build-guest-tools
+	tests/build-fio
 
 host:
 	cargo build --locked --manifest-path host-backend/Cargo.toml --workspace
