@@ -139,21 +139,14 @@ FIO_JOBS = [
 ]
 
 
-def fio_jobfile(path: Path) -> Path:
-    lines = ["[global]", "filename=/dev/vda", "ioengine=libaio", "direct=1", "verify=crc32c",
-             "do_verify=1", "verify_fatal=1", "stonewall=1", "size=100%"]
-    for name, opts in FIO_JOBS:
-        lines += ["", f"[{name}]", *opts.split()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def test_fio_verify(driver, tmp_path):
     """fio writes the whole disk (or, at queue depth 1, 16 MiB spread over
     it) and reads every block back with its checksum checked."""
     fio_bin = fio.ensure()
     disk = image(tmp_path / "disk.img", FIO_DISK_MIB)
-    jobfile = fio_jobfile(tmp_path / "verify.fio")
+    jobfile = fio.write_jobfile(tmp_path / "verify.fio",
+                                ["filename=/dev/vda", "ioengine=libaio", "direct=1", "verify=crc32c", "do_verify=1",
+                                 "verify_fatal=1", "stonewall=1", "size=100%"], FIO_JOBS)
     body = fio.GUEST_RUN + "fio_run /files/verify.fio\n"
     _, res = run(driver, tmp_path, body, disk, files=[jobfile], binaries=[fio_bin])
     jobs = fio.results(res.console)

@@ -39,6 +39,16 @@ def ensure() -> Path:
     return FIO
 
 
+def write_jobfile(path: Path, global_opts: list[str], jobs: list[tuple[str, str]]) -> Path:
+    """A fio job file: `global_opts` ("key=value" each) for every job, then
+    each job (its name, its options as "key=value key=value ...")."""
+    lines = ["[global]", *global_opts]
+    for name, opts in jobs:
+        lines += ["", f"[{name}]", *opts.split()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def parse_terse(line: str) -> dict:
     """The fields of TERSE_V3 from one terse line; numbers as int or float."""
     f = line.split(";")
