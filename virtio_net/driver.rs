@@ -1,0 +1,700 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The virtio-net device: configuration, receive and transmit queues,
+//! NAPI, link state, control queue (virtio 1.2, 5.1).
+
+use core::{
+    mem::offset_of,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use kernel::{
+    alloc::{
+        flags::{GFP_ATOMIC, GFP_KERNEL},
+        KBox,
+    },
+    c_str,
+    net::dev::{self, NetDev, Registration, SkBuff, Stats64, ETH_ALEN},
+    new_condvar, new_mutex, new_spinlock_irq, new_work,
+    prelude::*,
+    sync::{Arc, CondVar, Mutex, SpinLockIrq},
+    time::msecs_to_jiffies,
+    types::ARef,
+    virtio::{
+        self,
+        net::{apply_rx_header, HEADER_BYTES},
+        Device, DeviceId, Virtqueue,
+    },
+    workqueue::{self, impl_has_work, Work, WorkItem},
+};
+
+use crate::abi::{
+    virtio::{VIRTIO_F_VERSION_1, VIRTIO_ID_NET},
+    virtio_net::*,
+};
+
+/// Bytes of one receive buffer (header included, for the first buffer of
+/// a packet).
+const RX_BUFFER_BYTES: usize = 4096;
+type RxBuffer = [u8; RX_BUFFER_BYTES];
+/// Buffers of one received packet at most: 64 KiB of TSO data plus
+/// headers, in 4 KiB buffers.
+const MAX_BUFFERS_PER_PACKET: usize = 18;
+/// Ethernet header plus a VLAN tag: frame bytes beyond the MTU.
+const ETH_OVERHEAD: u32 = 18;
+/// The largest MTU the device may announce (`VIRTIO_NET_F_MTU`) or the
+/// driver accepts.
+const MAX_MTU: u32 = 65535;
+/// Transmit descriptors needed for the largest packet (header, linear
+/// part, page fragments): below this, the queue is stopped.
+const TX_STOP_THRESHOLD: u32 = 2 + 17;
+/// Control commands wait this long for the device.
+const CTRL_TIMEOUT_MS: u32 = 2000;
+const CTRL_POLL_MS: u32 = 10;
+/// Log lines about misbehaving devices at most.
+const MAX_COMPLAINTS: u64 = 20;
+
+const RX_VQ: u32 = 0;
+const TX_VQ: u32 = 1;
+const CTRL_VQ: u32 = 2;
+
+/// A control command: class, command, up to 30 bytes of data, then the
+/// device's ack byte.
+type CtrlBuffer = [u8; 32];
+
+/// Per-queue counters, shown by ethtool.
+#[derive(Default)]
+struct QueueStats {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    rx_dropped: AtomicU64,
+    rx_errors: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_dropped: AtomicU64,
+    tx_errors: AtomicU64,
+    tx_stopped: AtomicU64,
+}
+
+const STAT_NAMES: [&CStr; 9] = [
+    c_str!("rx0_packets"),
+    c_str!("rx0_bytes"),
+    c_str!("rx0_dropped"),
+    c_str!("rx0_errors"),
+    c_str!("tx0_packets"),
+    c_str!("tx0_bytes"),
+    c_str!("tx0_dropped"),
+    c_str!("tx0_errors"),
+    c_str!("tx0_stopped"),
+];
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// Per-device state: the network driver's data.
+#[pin_data]
+pub struct Inner {
+    vdev: ARef<Device>,
+    #[pin]
+    rx: SpinLockIrq<Virtqueue<KBox<RxBuffer>>>,
+    #[pin]
+    tx: SpinLockIrq<Virtqueue<SkBuff>>,
+    #[pin]
+    ctrl: Mutex<Option<Virtqueue<KBox<CtrlBuffer>>>>,
+    #[pin]
+    ctrl_acked: CondVar,
+    mergeable: bool,
+    has_status: bool,
+    stats: QueueStats,
+    complaints: AtomicU64,
+    /// The receive filter wanted by the stack (set in atomic context,
+    /// applied by `rx_mode_work`).
+    want_promisc: AtomicBool,
+    want_allmulti: AtomicBool,
+    stopping: AtomicBool,
+    #[pin]
+    rx_mode_work: Work<Inner, 0>,
+    #[pin]
+    link_work: Work<Inner, 1>,
+    /// The network device, once registered (for the link work item).
+    #[pin]
+    netdev: Mutex<Option<SharedRegistration>>,
+}
+
+/// The network device's driver data: the device state, shared with the
+/// work items.
+pub struct NetOps {
+    inner: Arc<Inner>,
+}
+
+impl_has_work! {
+    impl HasWork<Self, 0> for Inner { self.rx_mode_work }
+    impl HasWork<Self, 1> for Inner { self.link_work }
+}
+
+impl WorkItem<0> for Inner {
+    type Pointer = Arc<Inner>;
+
+    fn run(this: Arc<Inner>) {
+        this.apply_rx_mode();
+    }
+}
+
+impl WorkItem<1> for Inner {
+    type Pointer = Arc<Inner>;
+
+    fn run(this: Arc<Inner>) {
+        if let Some(reg) = this.netdev.lock().as_ref() {
+            this.update_link(reg.dev());
+        }
+    }
+}
+
+impl Inner {
+    fn complain(&self, what: core::fmt::Arguments<'_>) {
+        if self.complaints.fetch_add(1, Ordering::Relaxed) < MAX_COMPLAINTS {
+            pr_warn!("pvrs: virtio_net: {}\n", what);
+        }
+    }
+
+    /// Posts receive buffers until the ring is full; `true` if any was
+    /// posted.
+    fn fill_rx(&self, vq: &mut Virtqueue<KBox<RxBuffer>>, flags: kernel::alloc::Flags) -> bool {
+        let mut posted = false;
+        while vq.free_descriptors() > 0 {
+            let Ok(buf) = virtio::zeroed_buffer::<RxBuffer>(flags) else {
+                break;
+            };
+            if vq.add_in(buf).is_err() {
+                break;
+            }
+            posted = true;
+        }
+        if posted {
+            vq.kick();
+        }
+        posted
+    }
+
+    /// Reads the link state from the device (`VIRTIO_NET_F_STATUS`).
+    fn update_link(&self, dev: &NetDev) {
+        let up = if self.has_status {
+            match self
+                .vdev
+                .read_config::<u16>(offset_of!(VirtioNetConfig, status))
+            {
+                Ok(status) => status & VIRTIO_NET_S_LINK_UP != 0,
+                Err(_) => true,
+            }
+        } else {
+            true
+        };
+        if up != dev.carrier_ok() {
+            if up {
+                dev.carrier_on();
+                dev.wake_queue(0);
+            } else {
+                dev.carrier_off();
+                dev.stop_queue(0);
+            }
+            pr_info!(
+                "pvrs: virtio_net: link {}\n",
+                if up { "up" } else { "down" }
+            );
+        }
+    }
+
+    /// Receives up to `budget` packets.
+    fn receive(&self, dev: &NetDev, napi: &dev::Napi, budget: i32) -> i32 {
+        let mut done = 0;
+        let mut vq = self.rx.lock();
+        while done < budget {
+            let Some(first) = vq.get_buf() else {
+                break;
+            };
+            done += 1;
+            let len = first.written;
+            if len < HEADER_BYTES {
+                bump(&self.stats.rx_errors, 1);
+                self.complain(format_args!("short receive buffer ({} bytes)", len));
+                let _ = vq.add_in(first.buf);
+                continue;
+            }
+            let mut header = [0u8; HEADER_BYTES];
+            header.copy_from_slice(&first.buf[..HEADER_BYTES]);
+            let buffers = if self.mergeable {
+                usize::from(u16::from_le_bytes([header[10], header[11]]))
+            } else {
+                1
+            };
+            if buffers == 0 || buffers > MAX_BUFFERS_PER_PACKET {
+                bump(&self.stats.rx_errors, 1);
+                self.complain(format_args!("packet in {} buffers refused", buffers));
+                // The rest of the packet cannot be found reliably; its
+                // buffers arrive as (bad) packets and are dropped the same.
+                let _ = vq.add_in(first.buf);
+                continue;
+            }
+            // Gather the packet's buffers; all go back to the ring.
+            let mut parts = [const { None }; MAX_BUFFERS_PER_PACKET];
+            let mut total = len - HEADER_BYTES;
+            parts[0] = Some(first);
+            let mut complete = true;
+            for slot in parts.iter_mut().take(buffers).skip(1) {
+                match vq.get_buf() {
+                    Some(used) => {
+                        total += used.written;
+                        *slot = Some(used);
+                    }
+                    None => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            let skb = if complete {
+                self.build_skb(napi, &parts[..buffers], total, &header)
+            } else {
+                bump(&self.stats.rx_errors, 1);
+                self.complain(format_args!(
+                    "packet announced {} buffers, fewer used",
+                    buffers
+                ));
+                None
+            };
+            for used in parts.into_iter().flatten() {
+                let _ = vq.add_in(used.buf);
+            }
+            if let Some(skb) = skb {
+                bump(&self.stats.rx_packets, 1);
+                bump(&self.stats.rx_bytes, u64::from(skb.len()));
+                napi.receive(dev, skb);
+            }
+        }
+        // Buffers that could not be reposted above are replaced here.
+        self.fill_rx(&mut vq, GFP_ATOMIC);
+        vq.kick();
+        done
+    }
+
+    fn build_skb(
+        &self,
+        napi: &dev::Napi,
+        parts: &[Option<virtio::Used<KBox<RxBuffer>>>],
+        total: usize,
+        header: &[u8; HEADER_BYTES],
+    ) -> Option<SkBuff> {
+        let Ok(total32) = u32::try_from(total) else {
+            bump(&self.stats.rx_errors, 1);
+            return None;
+        };
+        let Some(mut skb) = napi.alloc_skb(total32) else {
+            bump(&self.stats.rx_dropped, 1);
+            return None;
+        };
+        for (i, used) in parts.iter().flatten().enumerate() {
+            let start = if i == 0 { HEADER_BYTES } else { 0 };
+            let data = used.buf.get(start..used.written).unwrap_or(&[]);
+            if skb.put_data(data).is_err() {
+                bump(&self.stats.rx_errors, 1);
+                return None;
+            }
+        }
+        if apply_rx_header(&mut skb, header).is_err() {
+            bump(&self.stats.rx_errors, 1);
+            self.complain(format_args!("inconsistent receive header {:02x?}", header));
+            return None;
+        }
+        Some(skb)
+    }
+
+    /// Frees packets the device has sent; wakes the queue when there is
+    /// room again.
+    fn reclaim_tx(&self, dev: &NetDev) {
+        let mut vq = self.tx.lock();
+        while let Some(skb) = vq.get_sent() {
+            drop(skb);
+        }
+        if dev.queue_stopped(0) && vq.free_descriptors() >= TX_STOP_THRESHOLD && dev.carrier_ok() {
+            dev.wake_queue(0);
+        }
+    }
+
+    /// Sends a control command and waits for the device's ack.
+    fn ctrl_command(&self, class: u8, cmd: u8, data: &[u8]) -> Result {
+        let mut guard = self.ctrl.lock();
+        let Some(vq) = guard.as_mut() else {
+            return Err(EOPNOTSUPP);
+        };
+        let readable = 2 + data.len();
+        let mut buf = virtio::zeroed_buffer::<CtrlBuffer>(GFP_KERNEL)?;
+        if readable >= buf.len() {
+            return Err(EINVAL);
+        }
+        buf[0] = class;
+        buf[1] = cmd;
+        buf[2..readable].copy_from_slice(data);
+        // The ack byte: VIRTIO_NET_ERR until the device says otherwise.
+        buf[readable] = VIRTIO_NET_ERR;
+        vq.add(buf, readable, 1).map_err(|(e, _)| e)?;
+        vq.kick();
+        let mut waited = 0;
+        loop {
+            let Some(vq) = guard.as_mut() else {
+                return Err(EIO);
+            };
+            if let Some(used) = vq.get_buf() {
+                return if used.written >= 1 && used.buf[readable] == VIRTIO_NET_OK {
+                    Ok(())
+                } else {
+                    Err(EIO)
+                };
+            }
+            if waited >= CTRL_TIMEOUT_MS || vq.is_broken() {
+                self.complain(format_args!(
+                    "control command {}/{} not answered",
+                    class, cmd
+                ));
+                return Err(ETIMEDOUT);
+            }
+            let _ = self
+                .ctrl_acked
+                .wait_interruptible_timeout(&mut guard, msecs_to_jiffies(CTRL_POLL_MS));
+            waited += CTRL_POLL_MS;
+        }
+    }
+
+    /// Applies the wanted receive filter (`VIRTIO_NET_F_CTRL_RX`).
+    fn apply_rx_mode(&self) {
+        let promisc = u8::from(self.want_promisc.load(Ordering::Relaxed));
+        let allmulti = u8::from(self.want_allmulti.load(Ordering::Relaxed));
+        for (cmd, on) in [
+            (VIRTIO_NET_CTRL_RX_PROMISC, promisc),
+            (VIRTIO_NET_CTRL_RX_ALLMULTI, allmulti),
+        ] {
+            if let Err(e) = self.ctrl_command(VIRTIO_NET_CTRL_RX, cmd, &[on]) {
+                self.complain(format_args!("receive mode {}={} failed: {:?}", cmd, on, e));
+            }
+        }
+    }
+}
+
+#[vtable]
+impl dev::Operations for NetOps {
+    const DRIVER_NAME: &'static CStr = c_str!("pvrs_virtio_net");
+
+    fn open(&self, dev: &NetDev) -> Result {
+        let inner = &self.inner;
+        inner.fill_rx(&mut inner.rx.lock(), GFP_KERNEL);
+        inner.update_link(dev);
+        Ok(())
+    }
+
+    fn stop(&self, _dev: &NetDev) -> Result {
+        Ok(())
+    }
+
+    fn start_xmit(&self, dev: &NetDev, skb: SkBuff) {
+        let bytes = u64::from(skb.len());
+        let mut vq = self.inner.tx.lock();
+        while let Some(sent) = vq.get_sent() {
+            drop(sent);
+        }
+        match vq.add_skb(skb) {
+            Ok(()) => {
+                bump(&self.inner.stats.tx_packets, 1);
+                bump(&self.inner.stats.tx_bytes, bytes);
+                vq.kick();
+            }
+            Err((e, skb)) => {
+                drop(skb);
+                if e == ENOSPC {
+                    bump(&self.inner.stats.tx_dropped, 1);
+                } else {
+                    bump(&self.inner.stats.tx_errors, 1);
+                    self.inner
+                        .complain(format_args!("packet not sent: {:?}", e));
+                }
+            }
+        }
+        if vq.free_descriptors() < TX_STOP_THRESHOLD {
+            // The transmit interrupt's poll wakes the queue again.
+            dev.stop_queue(0);
+            bump(&self.inner.stats.tx_stopped, 1);
+        }
+    }
+
+    fn poll(&self, dev: &NetDev, napi: &dev::Napi, budget: i32) -> i32 {
+        self.inner.reclaim_tx(dev);
+        let done = self.inner.receive(dev, napi, budget);
+        if done < budget && napi.complete_done(done) {
+            // Buffers used after the last check but before callbacks were
+            // back on would have no interrupt: poll again for them.
+            if !self.inner.rx.lock().enable_callbacks() {
+                napi.schedule();
+            }
+        }
+        done
+    }
+
+    fn get_stats64(&self, _dev: &NetDev, stats: &mut Stats64) {
+        let s = &self.inner.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        *stats = Stats64 {
+            rx_packets: get(&s.rx_packets),
+            rx_bytes: get(&s.rx_bytes),
+            rx_dropped: get(&s.rx_dropped),
+            rx_errors: get(&s.rx_errors),
+            tx_packets: get(&s.tx_packets),
+            tx_bytes: get(&s.tx_bytes),
+            tx_dropped: get(&s.tx_dropped),
+            tx_errors: get(&s.tx_errors),
+        };
+    }
+
+    fn set_mac_address(&self, _dev: &NetDev, mac: &[u8; ETH_ALEN]) -> Result {
+        if self.inner.vdev.has_feature(VIRTIO_NET_F_CTRL_MAC_ADDR) {
+            self.inner
+                .ctrl_command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, mac)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn change_mtu(&self, _dev: &NetDev, mtu: u32) -> Result {
+        // Without mergeable buffers a frame must fit one receive buffer.
+        if !self.inner.mergeable && mtu + ETH_OVERHEAD > (RX_BUFFER_BYTES - HEADER_BYTES) as u32 {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
+
+    fn set_rx_mode(&self, dev: &NetDev) {
+        if !self.inner.vdev.has_feature(VIRTIO_NET_F_CTRL_RX)
+            || self.inner.stopping.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        self.inner
+            .want_promisc
+            .store(dev.is_promiscuous(), Ordering::Relaxed);
+        self.inner
+            .want_allmulti
+            .store(dev.is_allmulti(), Ordering::Relaxed);
+        // Commands sleep: send them from process context.
+        let _ = workqueue::system().enqueue::<Arc<Inner>, 0>(self.inner.clone());
+    }
+
+    fn ethtool_stat_names(&self) -> &[&'static CStr] {
+        &STAT_NAMES
+    }
+
+    fn ethtool_stats(&self, values: &mut [u64]) {
+        let s = &self.inner.stats;
+        let all = [
+            &s.rx_packets,
+            &s.rx_bytes,
+            &s.rx_dropped,
+            &s.rx_errors,
+            &s.tx_packets,
+            &s.tx_bytes,
+            &s.tx_dropped,
+            &s.tx_errors,
+            &s.tx_stopped,
+        ];
+        for (value, counter) in values.iter_mut().zip(all) {
+            *value = counter.load(Ordering::Relaxed);
+        }
+    }
+}
+
+type SharedRegistration = Arc<Registration<NetOps>>;
+
+/// The driver data of one virtio-net device.
+pub struct VirtioNet {
+    inner: Arc<Inner>,
+    /// Taken (and the interface unregistered) in `remove`; read by the
+    /// queue callbacks in interrupt context.
+    registration: Pin<KBox<SpinLockIrq<Option<SharedRegistration>>>>,
+}
+
+impl virtio::Driver for VirtioNet {
+    const NAME: &'static CStr = c_str!("pvrs_virtio_net");
+    const ID_TABLE: &'static [DeviceId] = &[DeviceId::new(VIRTIO_ID_NET), DeviceId::END];
+    const FEATURES: &'static [u32] = &[
+        VIRTIO_NET_F_MAC,
+        VIRTIO_NET_F_STATUS,
+        VIRTIO_NET_F_MTU,
+        VIRTIO_NET_F_MRG_RXBUF,
+        VIRTIO_NET_F_CSUM,
+        VIRTIO_NET_F_GUEST_CSUM,
+        VIRTIO_NET_F_HOST_TSO4,
+        VIRTIO_NET_F_HOST_TSO6,
+        VIRTIO_NET_F_HOST_ECN,
+        VIRTIO_NET_F_GUEST_TSO4,
+        VIRTIO_NET_F_GUEST_TSO6,
+        VIRTIO_NET_F_GUEST_ECN,
+        VIRTIO_NET_F_CTRL_VQ,
+        VIRTIO_NET_F_CTRL_RX,
+        VIRTIO_NET_F_CTRL_MAC_ADDR,
+    ];
+
+    fn probe(vdev: &Device) -> Result<KBox<Self>> {
+        let has = |bit| vdev.has_feature(bit);
+        let mergeable = has(VIRTIO_NET_F_MRG_RXBUF);
+        if !has(VIRTIO_F_VERSION_1) && !mergeable {
+            pr_err!("pvrs: virtio_net: legacy device without MRG_RXBUF (10-byte header) not supported\n");
+            return Err(ENODEV);
+        }
+        if !mergeable && (has(VIRTIO_NET_F_GUEST_TSO4) || has(VIRTIO_NET_F_GUEST_TSO6)) {
+            pr_err!("pvrs: virtio_net: GUEST_TSO needs MRG_RXBUF (no big-packet mode)\n");
+            return Err(ENODEV);
+        }
+        let mut mac = [0u8; ETH_ALEN];
+        if has(VIRTIO_NET_F_MAC) {
+            vdev.read_config_bytes(offset_of!(VirtioNetConfig, mac), &mut mac)?;
+        }
+        let mut max_mtu = if mergeable {
+            MAX_MTU
+        } else {
+            (RX_BUFFER_BYTES - HEADER_BYTES) as u32 - ETH_OVERHEAD
+        };
+        let mut mtu = 1500;
+        if has(VIRTIO_NET_F_MTU) {
+            let device_mtu: u16 = vdev.read_config(offset_of!(VirtioNetConfig, mtu))?;
+            let device_mtu = u32::from(device_mtu);
+            if (68..=max_mtu).contains(&device_mtu) {
+                max_mtu = device_mtu;
+                mtu = mtu.min(device_mtu);
+            } else {
+                pr_warn!("pvrs: virtio_net: ignoring device MTU {}\n", device_mtu);
+            }
+        }
+        let with_ctrl = has(VIRTIO_NET_F_CTRL_VQ);
+        let names: &[&CStr] = if with_ctrl {
+            &[c_str!("input.0"), c_str!("output.0"), c_str!("control")]
+        } else {
+            &[c_str!("input.0"), c_str!("output.0")]
+        };
+        let callbacks: &[bool] = if with_ctrl {
+            &[true, true, true]
+        } else {
+            &[true, true]
+        };
+        let mut handles = vdev.find_vqs::<Self>(names, callbacks)?.into_iter();
+        let rx = handles.next().ok_or(EINVAL)?.into_queue();
+        let tx = handles.next().ok_or(EINVAL)?.into_queue();
+        let ctrl = handles.next().map(|h| h.into_queue());
+        let inner = Arc::pin_init(
+            try_pin_init!(Inner {
+                vdev: vdev.into(),
+                rx <- new_spinlock_irq!(rx),
+                tx <- new_spinlock_irq!(tx),
+                ctrl <- new_mutex!(ctrl),
+                ctrl_acked <- new_condvar!(),
+                mergeable,
+                has_status: has(VIRTIO_NET_F_STATUS),
+                stats: QueueStats::default(),
+                complaints: AtomicU64::new(0),
+                want_promisc: AtomicBool::new(false),
+                want_allmulti: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
+                rx_mode_work <- new_work!("pvrs_virtio_net::rx_mode"),
+                link_work <- new_work!("pvrs_virtio_net::link"),
+                netdev <- new_mutex!(None),
+            }),
+            GFP_KERNEL,
+        )?;
+        // The device must work before the interface can be opened, which
+        // may happen as soon as it is registered.
+        vdev.set_driver_ok_in_probe();
+        inner.fill_rx(&mut inner.rx.lock(), GFP_KERNEL);
+        let config = dev::Config {
+            mac,
+            mtu,
+            min_mtu: 68,
+            max_mtu,
+            queue_pairs: 1,
+            sg: has(VIRTIO_NET_F_CSUM),
+            tx_csum: has(VIRTIO_NET_F_CSUM),
+            rx_csum: has(VIRTIO_NET_F_GUEST_CSUM),
+            tso4: has(VIRTIO_NET_F_HOST_TSO4),
+            tso6: has(VIRTIO_NET_F_HOST_TSO6),
+            tso_ecn: has(VIRTIO_NET_F_HOST_ECN),
+        };
+        let ops = Arc::new(
+            NetOps {
+                inner: inner.clone(),
+            },
+            GFP_KERNEL,
+        )?;
+        let registration = Arc::new(Registration::new(vdev.as_dev(), &config, ops)?, GFP_KERNEL)?;
+        *inner.netdev.lock() = Some(registration.clone());
+        let dev = registration.dev();
+        pr_info!(
+            "pvrs: virtio_net: {:02x?}: mtu {} (max {}), mergeable {}, csum {}/{}, tso {}/{}, \
+             ctrl {}, status {}\n",
+            dev.mac(),
+            mtu,
+            max_mtu,
+            mergeable,
+            has(VIRTIO_NET_F_CSUM),
+            has(VIRTIO_NET_F_GUEST_CSUM),
+            has(VIRTIO_NET_F_HOST_TSO4),
+            has(VIRTIO_NET_F_GUEST_TSO4),
+            with_ctrl,
+            has(VIRTIO_NET_F_STATUS)
+        );
+        let registration = KBox::pin_init(new_spinlock_irq!(Some(registration)), GFP_KERNEL)?;
+        Ok(KBox::new(
+            Self {
+                inner,
+                registration,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    fn ready(&self, _dev: &Device) -> Result {
+        let _ = workqueue::system().enqueue::<Arc<Inner>, 1>(self.inner.clone());
+        Ok(())
+    }
+
+    fn vq_callback(&self, index: u32) {
+        match index {
+            RX_VQ | TX_VQ => {
+                if let Some(napi) = self.registration.lock().as_ref().and_then(|r| r.napi(0)) {
+                    napi.schedule();
+                }
+            }
+            CTRL_VQ => self.inner.ctrl_acked.notify_all(),
+            _ => {}
+        }
+    }
+
+    fn config_changed(&self, _dev: &Device) {
+        if !self.inner.stopping.load(Ordering::Relaxed) {
+            let _ = workqueue::system().enqueue::<Arc<Inner>, 1>(self.inner.clone());
+        }
+    }
+
+    fn remove(&self, _dev: &Device) {
+        let inner = &self.inner;
+        inner.stopping.store(true, Ordering::Relaxed);
+        inner.rx_mode_work.cancel_sync();
+        inner.link_work.cancel_sync();
+        // Unregistering (when the last reference goes, here) stops the
+        // interface while the queues still work.
+        let registration = self.registration.lock().take();
+        inner.netdev.lock().take();
+        drop(registration);
+        pr_info!(
+            "pvrs: virtio_net: removed; rx {} packets, {} errors; tx {} packets, {} errors\n",
+            inner.stats.rx_packets.load(Ordering::Relaxed),
+            inner.stats.rx_errors.load(Ordering::Relaxed),
+            inner.stats.tx_packets.load(Ordering::Relaxed),
+            inner.stats.tx_errors.load(Ordering::Relaxed)
+        );
+    }
+}
