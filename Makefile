@@ -57,9 +57,10 @@ demo: guest guest-tools
 	tests/demo
 
 # Benchmarks against their C counterparts (and pvrs-vmm against QEMU);
-# results in build/bench/.
+# results in build/bench/. BENCH=NAME... runs only those (pvcore, balloon,
+# vmm, blk, net; tests/bench lists them).
 bench: guest guest-tools vmm virtio-guest
-	tests/bench
+	tests/bench $(BENCH)
 
 clean:
 	rm -rf build host-backend/target
