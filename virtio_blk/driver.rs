@@ -324,6 +324,13 @@ impl Geometry {
             write_cache: has(VIRTIO_BLK_F_FLUSH),
             num_queues: 1,
         };
+        if has(VIRTIO_BLK_F_CONFIG_WCE) {
+            // The device says which cache mode it is in (virtio 1.2,
+            // 5.2.5): write-through needs no flushes even if it can take
+            // them.
+            let wce: u8 = field(dev, offset_of!(VirtioBlkConfig, wce))?;
+            geometry.write_cache = wce != 0;
+        }
         if has(VIRTIO_BLK_F_SEG_MAX) {
             let seg_max: u32 = field(dev, offset_of!(VirtioBlkConfig, seg_max))?;
             geometry.max_segments = seg_max.clamp(1, MAX_SEGMENTS as u32) as u16;
@@ -499,6 +506,7 @@ impl virtio::Driver for VirtioBlk {
         VIRTIO_BLK_F_BLK_SIZE,
         VIRTIO_BLK_F_TOPOLOGY,
         VIRTIO_BLK_F_FLUSH,
+        VIRTIO_BLK_F_CONFIG_WCE,
         VIRTIO_BLK_F_RO,
         VIRTIO_BLK_F_MQ,
         VIRTIO_BLK_F_DISCARD,

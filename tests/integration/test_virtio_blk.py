@@ -6,8 +6,7 @@ capacity change, a read-only disk, ext2, multiqueue, the write cache and
 the serial (GET_ID).
 
 Each test boots one guest with exactly one of the two drivers loaded and
-checks that it is the one bound to /dev/vda. A driver whose module is not
-built yet is skipped (NOT_BUILT_YET).
+checks that it is the one bound to /dev/vda.
 """
 
 import hashlib
@@ -22,16 +21,12 @@ from pvrs_testlib import fio, guest, paths
 
 DRIVERS = ["virtio_blk", "pvrs_virtio_blk"]
 # Drivers that may be missing from the kernel build, with the reason: their
-# tests are skipped then. Once pvrs_virtio_blk.ko is built by default,
-# remove its entry: a missing module then fails every test that needs it.
-NOT_BUILT_YET = {"pvrs_virtio_blk": "the Rust virtio-blk driver is not in the build yet (virtio_blk/README.md)"}
+# tests are skipped then. Both are built by default: a missing module fails
+# every test that needs it.
+NOT_BUILT_YET: dict[str, str] = {}
 # What a driver is known not to do yet, by (driver, test id): these cases are
 # expected to fail (strict: once they pass, remove the entry).
-KNOWN_GAPS = {
-    ("pvrs_virtio_blk", "write_cache[off]"):
-        "VIRTIO_BLK_F_CONFIG_WCE is not negotiated: the cache mode comes from VIRTIO_BLK_F_FLUSH alone, "
-        "not from the device's `writeback` config field (virtio 1.2, 5.2.6.2)",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 MIB = 1 << 20
 SECTOR = 512
 SERIAL = "pvrs-blk-serial-7"
