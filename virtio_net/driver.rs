@@ -11,10 +11,10 @@ use core::{
 use kernel::{
     alloc::{
         flags::{GFP_ATOMIC, GFP_KERNEL},
-        KBox,
+        KBox, KVec,
     },
     c_str,
-    net::dev::{self, NetDev, Registration, SkBuff, Stats64, ETH_ALEN},
+    net::dev::{self, NetDev, Registration, RxFilter, SkBuff, Stats64, ETH_ALEN},
     new_condvar, new_mutex, new_spinlock_irq, new_work,
     prelude::*,
     sync::{Arc, CondVar, Mutex, SpinLockIrq},
@@ -58,9 +58,47 @@ const RX_VQ: u32 = 0;
 const TX_VQ: u32 = 1;
 const CTRL_VQ: u32 = 2;
 
-/// A control command: class, command, up to 30 bytes of data, then the
-/// device's ack byte.
-type CtrlBuffer = [u8; 32];
+/// A control command: class, command, data, then the device's ack byte.
+type CtrlBuffer = [u8; 512];
+/// Addresses per list in the MAC filter table (both lists fit one
+/// [`CtrlBuffer`]); with more, the driver asks for promiscuous or
+/// all-multicast receive instead.
+const MAC_TABLE_ENTRIES: usize = 40;
+
+/// The filter table the stack wants (`VIRTIO_NET_CTRL_MAC_TABLE_SET`).
+struct MacTable {
+    unicast: [[u8; ETH_ALEN]; MAC_TABLE_ENTRIES],
+    unicast_len: usize,
+    multicast: [[u8; ETH_ALEN]; MAC_TABLE_ENTRIES],
+    multicast_len: usize,
+}
+
+impl MacTable {
+    const fn new() -> Self {
+        Self {
+            unicast: [[0; ETH_ALEN]; MAC_TABLE_ENTRIES],
+            unicast_len: 0,
+            multicast: [[0; ETH_ALEN]; MAC_TABLE_ENTRIES],
+            multicast_len: 0,
+        }
+    }
+
+    /// The command data: two `struct virtio_net_ctrl_mac` (a 32-bit
+    /// count, then the addresses), unicast then multicast (virtio 1.2,
+    /// 5.1.6.5.2).
+    fn encode(&self, out: &mut KVec<u8>) -> Result {
+        for (list, len) in [
+            (&self.unicast, self.unicast_len),
+            (&self.multicast, self.multicast_len),
+        ] {
+            out.extend_from_slice(&(len as u32).to_le_bytes(), GFP_KERNEL)?;
+            for mac in list.iter().take(len) {
+                out.extend_from_slice(mac, GFP_KERNEL)?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Per-queue counters, shown by ethtool.
 #[derive(Default)]
@@ -112,6 +150,8 @@ pub struct Inner {
     /// applied by `rx_mode_work`).
     want_promisc: AtomicBool,
     want_allmulti: AtomicBool,
+    #[pin]
+    want_table: SpinLockIrq<MacTable>,
     stopping: AtomicBool,
     #[pin]
     rx_mode_work: Work<Inner, 0>,
@@ -365,8 +405,21 @@ impl Inner {
         }
     }
 
-    /// Applies the wanted receive filter (`VIRTIO_NET_F_CTRL_RX`).
+    /// Applies the wanted receive filter (`VIRTIO_NET_F_CTRL_RX`): the
+    /// modes, then the address table.
     fn apply_rx_mode(&self) {
+        self.apply_rx_flags();
+        let mut data = KVec::new();
+        if self.want_table.lock().encode(&mut data).is_ok() {
+            if let Err(e) =
+                self.ctrl_command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, &data)
+            {
+                self.complain(format_args!("MAC filter table not set: {:?}", e));
+            }
+        }
+    }
+
+    fn apply_rx_flags(&self) {
         let promisc = u8::from(self.want_promisc.load(Ordering::Relaxed));
         let allmulti = u8::from(self.want_allmulti.load(Ordering::Relaxed));
         for (cmd, on) in [
@@ -470,18 +523,39 @@ impl dev::Operations for NetOps {
         Ok(())
     }
 
-    fn set_rx_mode(&self, dev: &NetDev) {
-        if !self.inner.vdev.has_feature(VIRTIO_NET_F_CTRL_RX)
-            || self.inner.stopping.load(Ordering::Relaxed)
-        {
+    fn set_rx_mode(&self, dev: &NetDev, filter: &RxFilter<'_>) {
+        let inner = &self.inner;
+        if !inner.vdev.has_feature(VIRTIO_NET_F_CTRL_RX) || inner.stopping.load(Ordering::Relaxed) {
             return;
         }
-        self.inner
+        let (mut unicast_overflow, mut multicast_overflow) = (false, false);
+        {
+            let mut table = inner.want_table.lock();
+            let table = &mut *table;
+            table.unicast_len = 0;
+            table.multicast_len = 0;
+            filter.for_each_unicast(|mac| match table.unicast.get_mut(table.unicast_len) {
+                Some(slot) => {
+                    *slot = *mac;
+                    table.unicast_len += 1;
+                }
+                None => unicast_overflow = true,
+            });
+            filter.for_each_multicast(|mac| match table.multicast.get_mut(table.multicast_len) {
+                Some(slot) => {
+                    *slot = *mac;
+                    table.multicast_len += 1;
+                }
+                None => multicast_overflow = true,
+            });
+        }
+        // Addresses beyond the table: receive everything of the kind.
+        inner
             .want_promisc
-            .store(dev.is_promiscuous(), Ordering::Relaxed);
-        self.inner
+            .store(dev.is_promiscuous() || unicast_overflow, Ordering::Relaxed);
+        inner
             .want_allmulti
-            .store(dev.is_allmulti(), Ordering::Relaxed);
+            .store(dev.is_allmulti() || multicast_overflow, Ordering::Relaxed);
         // Commands sleep: send them from process context.
         let _ = workqueue::system().enqueue::<Arc<Inner>, 0>(self.inner.clone());
     }
@@ -599,6 +673,7 @@ impl virtio::Driver for VirtioNet {
                 complaints: AtomicU64::new(0),
                 want_promisc: AtomicBool::new(false),
                 want_allmulti: AtomicBool::new(false),
+                want_table <- new_spinlock_irq!(MacTable::new()),
                 stopping: AtomicBool::new(false),
                 rx_mode_work <- new_work!("pvrs_virtio_net::rx_mode"),
                 link_work <- new_work!("pvrs_virtio_net::link"),

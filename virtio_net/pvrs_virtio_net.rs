@@ -16,7 +16,8 @@
 //!   packet announcing more buffers than were used, inconsistent offload
 //!   headers: dropped and counted (rx_errors), logged up to 20 times.
 //!   Used lengths beyond a buffer are clamped and counted by the queue.
-//! - Not done: multiqueue (`MQ`), the MAC filter table, VLAN filtering.
+//! - `CTRL_MAC` TABLE_SET: the stack's unicast and multicast lists (40 each).
+//! - Not done: multiqueue (`MQ`), VLAN filtering.
 
 #![recursion_limit = "256"]
 
