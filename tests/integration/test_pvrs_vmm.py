@@ -128,3 +128,35 @@ sleep 5
     assert status == 0, out[-3000:]
     assert "guest reports 16384 pages (64 MiB) in the balloon" in out
     assert re.search(r"virtio-balloon: stats:.* free_memory=\d+MiB", out)
+
+
+def test_rust_virtio_blk_survives_a_device_that_lies_about_used_lengths(tmp_path):
+    """pvrs-vmm --hostile-used-len: every 5th used entry claims 64 KiB more
+    than the device wrote. pvrs_virtio_blk must count and log it, never
+    read or write past its buffers, and still complete the I/O with the
+    right data (the status byte lives in its own memory)."""
+    disk = tmp_path / "disk.img"
+    pattern = bytes(range(256)) * (4 << 12)  # 4 MiB
+    with open(disk, "wb") as f:
+        f.write(pattern)
+        f.truncate(8 << 20)
+    s = script(tmp_path, """
+set -e
+[ "$(basename "$(readlink /sys/block/vda/device/driver)")" = pvrs_virtio_blk ]
+# Reads of the host's pattern, then a write of it elsewhere and a read back.
+dd if=/dev/vda of=/tmp/a bs=64k count=64 iflag=direct 2>/dev/null
+dd if=/tmp/a of=/dev/vda bs=64k seek=64 oflag=direct conv=fsync 2>/dev/null
+dd if=/dev/vda of=/tmp/b bs=4k skip=1024 count=1024 iflag=direct 2>/dev/null
+cmp /tmp/a /tmp/b
+echo "lies=$(dmesg | grep -c 'used length .* exceeds')"
+echo HOSTILE-BLK-OK
+""")
+    status, out = run(["--script", s, "--disk", str(disk), "--load", "pvrs_virtio_blk", "--quiet",
+                       "--vmm-arg=--hostile-used-len", "--vmm-arg=5"])
+    assert status == 0, out[-3000:]
+    assert "HOSTILE-BLK-OK" in out
+    lies = int(re.search(r"lies=(\d+)", out).group(1))
+    # ~140 requests (64 KiB reads/writes, 4 KiB reads): about one in five lied.
+    assert lies >= 5, out[-3000:]
+    data = disk.read_bytes()
+    assert data[4 << 20:8 << 20] == pattern

@@ -76,6 +76,9 @@ pub struct VmConfig {
     pub control: Option<PathBuf>,
     /// The log level, overriding `PVRS_VMM_LOG`.
     pub log_level: Option<log::LevelFilter>,
+    /// Test fault injection: every Nth used-ring entry claims more bytes
+    /// than the device wrote (0: off). See `virtio::queue::set_hostile_used_len`.
+    pub hostile_used_len: u32,
 }
 
 /// What the command line asks for.
@@ -132,6 +135,8 @@ options:
   --balloon[=OPTS]        virtio-balloon; OPTS: target=MIB,deflate_on_oom,stats=SECS
   --control SOCKET        accept control commands on this UNIX socket
   --log LEVEL             error|warn|info|debug|trace (default: $PVRS_VMM_LOG or warn)
+  --hostile-used-len N    testing guest drivers: every Nth used-ring entry claims
+                          64 KiB more than was written (a lying device)
   --help, --version
 
 control commands: status | balloon MIB | balloon-stats | quit
@@ -170,6 +175,7 @@ where
     let mut balloon = None;
     let mut control = None;
     let mut log_level = None;
+    let mut hostile_used_len = 0;
 
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -213,6 +219,13 @@ where
             "--net" => net.push(parse_net(&value(&mut it)?)?),
             "--balloon" => balloon = Some(parse_balloon(inline.as_deref().unwrap_or(""))?),
             "--control" => control = Some(PathBuf::from(value(&mut it)?)),
+            "--hostile-used-len" => {
+                let v = value(&mut it)?;
+                hostile_used_len = match v.parse::<u32>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return usage_err(format!("--hostile-used-len {v}: expected N > 0")),
+                };
+            }
             "--log" => {
                 let v = value(&mut it)?;
                 log_level = Some(
@@ -237,6 +250,7 @@ where
         balloon,
         control,
         log_level,
+        hostile_used_len,
     };
     let devices = cfg.blk.len() + cfg.net.len() + usize::from(cfg.balloon.is_some());
     if devices > crate::layout::MAX_VIRTIO_DEVICES {

@@ -46,6 +46,7 @@ fn main() {
     if let Some(level) = cfg.log_level {
         log::set_max_level(level);
     }
+    pvrs_vmm::virtio::queue::set_hostile_used_len(cfg.hostile_used_len);
     let vm = match vmm::Vm::build(&cfg) {
         Ok(vm) => vm,
         Err(e) => {

@@ -59,6 +59,7 @@ fn config(blk: Vec<BlkConfig>) -> VmConfig {
         balloon: None,
         control: None,
         log_level: None,
+        hostile_used_len: 0,
     }
 }
 

@@ -11,13 +11,51 @@
 //! and the transport reports `DEVICE_NEEDS_RESET` (§2.1.2).
 
 use std::num::Wrapping;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::chain::{validate_chain, Chain, ChainError, ChainLimits};
+
 use super::DeviceCounters;
+
+/// Fault injection for testing guest drivers (`--hostile-used-len N`):
+/// every Nth used-ring entry, over all queues, claims
+/// [`HOSTILE_EXTRA_LEN`] more bytes than the device wrote. 0 is off.
+static HOSTILE_USED_LEN_EVERY: AtomicU32 = AtomicU32::new(0);
+static USED_ENTRIES: AtomicU32 = AtomicU32::new(0);
+/// What a hostile used entry adds to the length.
+pub const HOSTILE_EXTRA_LEN: u32 = 64 * 1024;
+
+/// Makes every `every`th used entry lie about its length (0: never).
+pub fn set_hostile_used_len(every: u32) {
+    HOSTILE_USED_LEN_EVERY.store(every, Ordering::Relaxed);
+}
+
+/// The length to report for an entry with `len` bytes written.
+fn reported_len(len: u32) -> u32 {
+    let every = HOSTILE_USED_LEN_EVERY.load(Ordering::Relaxed);
+    if every == 0 {
+        return len;
+    }
+    let n = USED_ENTRIES.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    let reported = hostile_len(len, every, n);
+    if reported != len {
+        log::warn!("hostile: used entry {n} claims {reported} bytes, {len} written");
+    }
+    reported
+}
+
+/// The length the `n`th used entry (from 1) reports when every `every`th
+/// lies.
+fn hostile_len(len: u32, every: u32, n: u32) -> u32 {
+    if every != 0 && n % every == 0 {
+        len.saturating_add(HOSTILE_EXTRA_LEN)
+    } else {
+        len
+    }
+}
 
 /// A chain popped from the available ring: validated, or refused.
 pub type Popped = Result<Chain, (u16, ChainError)>;
@@ -118,7 +156,7 @@ impl VirtQueue {
         if self.broken || !self.queue.ready() {
             return;
         }
-        match self.queue.add_used(mem, head, len) {
+        match self.queue.add_used(mem, head, reported_len(len)) {
             Ok(()) => self.used_added = true,
             Err(e) => self.mark_broken(name, counters, &format!("used ring: {e}")),
         }
@@ -195,6 +233,15 @@ mod tests {
     use crate::virtio::chain::tests::{mem, queue_with, N, R, W};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestAddress};
+
+    #[test]
+    fn hostile_lengths_lie_every_nth_entry_only() {
+        let lengths: Vec<u32> = (1..=8).map(|n| hostile_len(100, 4, n)).collect();
+        let lie = 100 + HOSTILE_EXTRA_LEN;
+        assert_eq!(lengths, [100, 100, 100, lie, 100, 100, 100, lie]);
+        assert_eq!(hostile_len(100, 0, 4), 100);
+        assert_eq!(hostile_len(u32::MAX, 1, 1), u32::MAX);
+    }
 
     fn wrap(q: Queue) -> VirtQueue {
         let mut v = VirtQueue::new(16, ChainLimits::default());
