@@ -458,10 +458,15 @@ impl dev::Operations for NetOps {
             Ok(()) => {
                 bump(&self.inner.stats.tx_packets, 1);
                 bump(&self.inner.stats.tx_bytes, bytes);
-                vq.kick();
+                // More packets follow at once: one notification for all.
+                if !dev.xmit_more() {
+                    vq.kick();
+                }
             }
             Err((e, skb)) => {
                 drop(skb);
+                // Packets queued before this one may wait for a notification.
+                vq.kick();
                 if e == ENOSPC {
                     bump(&self.inner.stats.tx_dropped, 1);
                 } else {
@@ -472,7 +477,10 @@ impl dev::Operations for NetOps {
             }
         }
         if vq.free_descriptors() < TX_STOP_THRESHOLD {
-            // The transmit interrupt's poll wakes the queue again.
+            // The transmit interrupt's poll wakes the queue again; the
+            // device must see what is queued (no more packets will come to
+            // trigger the deferred notification).
+            vq.kick();
             dev.stop_queue(0);
             bump(&self.inner.stats.tx_stopped, 1);
         }
