@@ -224,3 +224,57 @@ def test_hostfwd(driver):
                 f"upload: guest sent {up}, host got {upload}"
             clean_counters(g, net.LABELS[driver])
         check_ended(gs)
+
+
+FILTER_SCRIPT = r"""
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+echo "NET: filter-ready driver=$(basename "$(readlink /sys/class/net/eth0/device/driver)")"
+# The host checks the filter meanwhile.
+sleep 10
+ip link set eth0 promisc on
+echo "NET: promisc-on"
+sleep 8
+"""
+
+
+def test_receive_filter_reaches_the_device(driver, tmp_path):
+    """The driver tells the device its receive filter over the control
+    queue (VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_MAC_TABLE_SET), as QEMU's
+    query-rx-filter shows: the IPv4 all-hosts group the stack joins is in
+    the multicast table, the MAC is the NIC's, promiscuous mode is off,
+    then on after `ip link set eth0 promisc on`."""
+    script = tmp_path / "filter.sh"
+    script.write_text(FILTER_SCRIPT)
+    cfg = net.guest.GuestConfig(host="tcg", script=script, load_modules=net.load_order(driver), smp=1, mem=512,
+                                timeout=300, quiet=True,
+                                qemu_args=["-netdev", "user,id=n0",
+                                           "-device", f"virtio-net-pci,id=nic0,netdev=n0,mac={net.MAC['user']}"])
+    with net.guest.GuestSession(cfg) as g:
+        ready = net.line(g, "filter-ready")
+        assert ready["driver"] == driver
+        q = g.qmp()
+
+        def nic_filter():
+            f = next(f for f in q.execute("query-rx-filter") if f["name"] == "nic0")
+            f.pop("vlan-table", None)  # all 4096 ids without VIRTIO_NET_F_CTRL_VLAN
+            return f
+
+        deadline = time.monotonic() + 20
+        f = nic_filter()
+        while "01:00:5e:00:00:01" not in f["multicast-table"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+            f = nic_filter()
+        print(f"{driver}: rx filter before: {f}")
+        assert f["main-mac"] == net.MAC["user"]
+        assert "01:00:5e:00:00:01" in f["multicast-table"], f
+        assert f["promiscuous"] is False, f
+        net.line(g, "promisc-on", timeout=60)
+        deadline = time.monotonic() + 20
+        while not nic_filter()["promiscuous"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        f = nic_filter()
+        print(f"{driver}: rx filter after promisc on: {f}")
+        assert f["promiscuous"] is True, f
+        g.wait(120)
+    assert g.result is not None and g.result.status == 0
