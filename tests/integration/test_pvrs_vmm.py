@@ -1,16 +1,20 @@
 """pvrs-vmm as the KVM guest's VMM (`run-guest --host kvm --vmm pvrs`):
 Linux boot with the KVM PV CPUID leaves and kvmclock, the script's status,
 power-off, crash reporting, virtio-blk (fio verify with the C and the Rust
-driver), and virtio-balloon.
+driver), and virtio-balloon (the host memory an inflate frees).
 
 On this kind of machine the guest runs nested (pvrs-vmm inside the L1
-Linux that QEMU TCG boots), so each test is one nested boot (10-60 s).
+Linux that QEMU TCG boots), so each test is one nested boot (10-60 s). The
+balloon RSS test acts in the L1 itself (GuestConfig.l1_script): it reads
+pvrs-vmm's RSS there.
 """
 
 import re
+import shlex
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -218,4 +222,168 @@ echo "BLK: ready driver=$(basename "$(readlink /sys/block/vda/device/driver)") s
     bad = [i for i in range(FIO_DISK_MIB << 4)
            if struct.unpack_from("<HHIQQ", data, i << 16)[::2] != (0xACCA, 1 << 16, i << 16)]
     assert not bad, f"{len(bad)} 64 KiB blocks of the image lack their fio header (first at {bad[0] << 16:#x})"
+
+
+# -- tests that act in the nested L1 -------------------------------------------
+
+# Shell functions for the L1 scripts of the tests below (GuestConfig.l1_script):
+# `start_vmm ARGV...` starts pvrs-vmm in the background ($vmm is its pid), its
+# console (the guest's) both on L1's console and in /tmp/l2.log, its console
+# input from the fifo that fd 3 holds open (`say LINE` types a line for the
+# guest); `wait_log PATTERN SECS` waits for the guest to print PATTERN;
+# `wait_vmm` waits for pvrs-vmm to end, `finish` (after it, if need be) prints
+# the run's result: 0 when pvrs-vmm and the guest's script both exited 0;
+# `fail WHY` ends the run with 1.
+L1_PRELUDE = r"""
+mkfifo /tmp/l2-in /tmp/l2-out
+exec 3<>/tmp/l2-in
+tee /tmp/l2.log </tmp/l2-out &
+start_vmm() { "$@" <&3 >/tmp/l2-out & vmm=$!; }
+say() { echo "$1" >&3; }
+wait_log() {
+    t=0
+    while ! grep -q "$1" /tmp/l2.log; do
+        kill -0 $vmm 2>/dev/null || return 1
+        t=$((t + 1)); [ $t -lt $(($2 * 5)) ] || return 1
+        sleep 0.2
+    done
+}
+wait_vmm() { wait $vmm; vmm_rc=$?; }
+finish() {
+    [ -n "$vmm_rc" ] || wait_vmm
+    rc=$vmm_rc
+    l2=$(sed -n 's/.*PVRS-RESULT-@NONCE@-l2: exit=\([0-9]*\).*/\1/p' /tmp/l2.log)
+    echo "PVRS-L1: pvrs-vmm exit=$rc guest script exit=${l2:-none}"
+    [ "$rc" = 0 ] && [ "$l2" = 0 ]
+    echo "PVRS-RESULT-@NONCE@: exit=$?"
+    exit 0
+}
+fail() {
+    echo "PVRS-L1: failed: $1"
+    if [ -n "$vmm" ]; then kill $vmm 2>/dev/null; wait $vmm; fi
+    echo "PVRS-RESULT-@NONCE@: exit=1"
+    exit 1
+}
+"""
+
+
+def run_in_l1(tmp_path, l2_script, l1_script, vmm_args=(), **kw):
+    """Boots a guest that runs `l2_script` under pvrs-vmm in the nested L1,
+    where `l1_script` (after L1_PRELUDE) runs instead of the plain VMM
+    command: "@VMM@" in it is pvrs-vmm's command line for the guest (with
+    `vmm_args`). `kw` are GuestConfig fields. A stalled nested run is
+    retried once."""
+    if guest.host_has_hw_virt():
+        pytest.skip("works inside the nested L1 host; this machine runs KVM guests directly")
+    cfg = guest.GuestConfig(host="kvm", vmm="pvrs", script=Path(script(tmp_path, l2_script)), quiet=True,
+                            **{"smp": 1, "timeout": 600, **kw})
+    argv = guest._guest_pvrs_argv(cfg, "pvrs-vmm", "/l2/bzImage", "/l2/initrd.gz", []) + list(vmm_args)
+    cfg.l1_script = L1_PRELUDE + l1_script.replace("@VMM@", shlex.join(argv))
+    return guest.run_guest_retrying_hangs(cfg, echo=print)
+
+
+def tagged(console, tag):
+    """The key=value fields of the console lines "TAG: word ...", by word
+    (the last line of each word)."""
+    out = {}
+    for line in console.splitlines():
+        if m := re.search(rf"(?<![\w-]){tag}: (\S+)(.*)", line):
+            out[m.group(1)] = guest.key_values(m.group(2))
+    return out
+
+
+# -- balloon: the host memory behind inflated pages is freed -----------------
+
+BALLOON_MIB = 256
+
+
+def test_balloon_inflate_frees_host_memory(tmp_path):
+    """pvrs-vmm's RSS in L1 (VmRSS) before and after the guest's
+    pvrs_balloon inflates 256 MiB: the device releases each page with
+    madvise(MADV_DONTNEED), so the RSS drops by about that much. Deflating
+    gives nothing back by itself (the RSS stays down); the guest can then
+    fill more memory than it had while inflated, and the RSS grows again as
+    it touches the pages. Before inflating, the guest fills (and frees)
+    nearly all its memory, so that the pages it gives up are resident."""
+    l2 = rf"""
+kb() {{ awk -v k="$1:" '$1 == k {{print $2}}' /proc/meminfo; }}
+drv=none
+for d in /sys/bus/virtio/devices/*; do
+    [ "$(cat $d/device)" = 0x0005 ] && drv=$(basename "$(readlink $d/driver)")
+done
+mkdir -p /mnt/fill && mount -t tmpfs -o size=95% tmpfs /mnt/fill || exit 10
+# fill: writes all but 40 MiB of the available memory into tmpfs, then
+# frees it; says how much it wanted and how much went in.
+fill() {{
+    want=$(( $(kb MemAvailable) / 1024 - 40 ))
+    dd if=/dev/zero of=/mnt/fill/f bs=1M count=$want 2>/dev/null
+    echo "want_mib=$want wrote_mib=$(( $(stat -c %s /mnt/fill/f) >> 20 ))"
+    rm -f /mnt/fill/f
+}}
+# waitmem OP KIB: until MemTotal OP KIB (for at most 300 s).
+waitmem() {{
+    i=0
+    until [ "$(kb MemTotal)" $1 $2 ]; do
+        sleep 0.2; i=$((i + 1)); [ $i -lt 1500 ] || return 1
+    done
+}}
+total=$(kb MemTotal)
+echo "BAL-RSS: touched driver=$drv total_kib=$total $(fill)"
+waitmem -le $((total - {BALLOON_MIB} * 1024)) || exit 11
+echo "BAL-RSS: inflated total_kib=$(kb MemTotal)"
+waitmem -ge $total || exit 12
+echo "BAL-RSS: deflated total_kib=$(kb MemTotal)"
+read -t 300 go || exit 13
+echo "BAL-RSS: refilled $(fill)"
+read -t 300 go || exit 14
+"""
+    l1 = rf"""
+rss() {{ awk '$1 == "VmRSS:" {{print $2}}' /proc/$vmm/status; }}
+ctl() {{ pvrs-vmm control /tmp/ctl "$@"; }}
+start_vmm @VMM@
+wait_log "BAL-RSS: touched" 300 || fail "the guest did not fill its memory"
+sleep 1
+before=$(rss)
+ctl balloon {BALLOON_MIB}
+wait_log "BAL-RSS: inflated" 300 || fail "the balloon did not inflate"
+sleep 1
+inflated=$(rss)
+pages=$(ctl balloon-stats | sed -n 's/.*inflated \([0-9]*\);.*/\1/p')
+ctl balloon 0
+wait_log "BAL-RSS: deflated" 300 || fail "the balloon did not deflate"
+sleep 1
+deflated=$(rss)
+say go
+wait_log "BAL-RSS: refilled" 300 || fail "the guest did not refill its memory"
+sleep 1
+refilled=$(rss)
+echo "PVRS-L1-RSS: rss before_kib=$before inflated_kib=$inflated deflated_kib=$deflated refilled_kib=$refilled" \
+     "inflated_pages=$pages"
+say done
+finish
+"""
+    t0 = time.monotonic()
+    res = run_in_l1(tmp_path, l2, l1, ["--balloon", "--control", "/tmp/ctl"], mem=512)
+    assert res.status == 0, f"{res.reason}, status {res.status}: {res.console[-3000:]}"
+    g = tagged(res.console, "BAL-RSS")
+    rss = {k[:-len("_kib")]: int(v) >> 10 for k, v in tagged(res.console, "PVRS-L1-RSS")["rss"].items()
+           if k.endswith("_kib")}
+    pages = int(tagged(res.console, "PVRS-L1-RSS")["rss"]["inflated_pages"])
+    freed = rss["before"] - rss["inflated"]
+    print(f"balloon: pvrs-vmm VmRSS {rss['before']} MiB before, {rss['inflated']} MiB with "
+          f"{pages >> 8} MiB inflated (-{freed} MiB, {100 * freed / BALLOON_MIB:.0f}%), "
+          f"{rss['deflated']} MiB after deflating, {rss['refilled']} MiB after the guest refilled "
+          f"{g['refilled']['wrote_mib']} MiB ({time.monotonic() - t0:.0f} s)")
+    assert g["touched"]["driver"] == "pvrs_balloon"
+    assert g["touched"]["wrote_mib"] == g["touched"]["want_mib"]
+    assert pages == BALLOON_MIB << 8, f"pvrs-vmm holds {pages} inflated pages"
+    assert freed >= 0.8 * BALLOON_MIB, f"the RSS dropped by {freed} MiB only"
+    # Deflating is bookkeeping: the pages come back when the guest touches them.
+    assert rss["deflated"] - rss["inflated"] < 0.1 * BALLOON_MIB
+    # The guest gets its memory back: it fills more than it had inflated,
+    # and the host backs it again.
+    inflated_total_mib = int(g["inflated"]["total_kib"]) >> 10
+    assert g["refilled"]["wrote_mib"] == g["refilled"]["want_mib"]
+    assert int(g["refilled"]["wrote_mib"]) > inflated_total_mib, "the guest did not use the deflated memory"
+    assert rss["refilled"] - rss["deflated"] >= 0.5 * BALLOON_MIB
 
