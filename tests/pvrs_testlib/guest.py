@@ -106,6 +106,9 @@ class GuestConfig:
     # own results with "@NONCE@-l2", so that they do not end the run.
     l1_script: str | None = None
     l1_files: list[Path] = field(default_factory=list)
+    # TCG host only: run QEMU in this network namespace (`ip netns exec`),
+    # where the test made the tap devices its -netdev tap options name.
+    netns: str | None = None
 
 
 @dataclass
@@ -369,6 +372,8 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
             log("host tcg: QEMU TCG, no KVM")
             argv = _guest_qemu_argv(cfg, str(cfg.kernel), str(initrd),
                                     cfg.disks, ["-accel", "tcg", "-cpu", "max"])
+            if cfg.netns:
+                argv = ["ip", "netns", "exec", cfg.netns, *argv]
         elif cfg.host == "kvm" and host_has_hw_virt():
             mode = "kvm"
             log(f"host kvm: this machine's /dev/kvm (the CPU has vmx/svm), VMM {cfg.vmm}")
