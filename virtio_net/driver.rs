@@ -13,7 +13,7 @@ use kernel::{
         flags::{GFP_ATOMIC, GFP_KERNEL},
         KBox, KVec,
     },
-    c_str,
+    c_str, cpu,
     net::dev::{self, NetDev, Registration, RxFilter, SkBuff, Stats64, ETH_ALEN},
     new_condvar, new_mutex, new_spinlock_irq, new_work,
     prelude::*,
@@ -54,9 +54,31 @@ const CTRL_POLL_MS: u32 = 10;
 /// Log lines about misbehaving devices at most.
 const MAX_COMPLAINTS: u64 = 20;
 
-const RX_VQ: u32 = 0;
-const TX_VQ: u32 = 1;
-const CTRL_VQ: u32 = 2;
+/// Queue pairs used at most (one per vCPU up to this).
+const MAX_PAIRS: usize = 8;
+/// Queue pairs a device may have at most: all its queues are found (the
+/// control queue comes after them), the ones beyond the used pairs idle.
+const MAX_DEVICE_PAIRS: u16 = 64;
+const RX_NAMES: [&CStr; MAX_PAIRS] = [
+    c_str!("input.0"),
+    c_str!("input.1"),
+    c_str!("input.2"),
+    c_str!("input.3"),
+    c_str!("input.4"),
+    c_str!("input.5"),
+    c_str!("input.6"),
+    c_str!("input.7"),
+];
+const TX_NAMES: [&CStr; MAX_PAIRS] = [
+    c_str!("output.0"),
+    c_str!("output.1"),
+    c_str!("output.2"),
+    c_str!("output.3"),
+    c_str!("output.4"),
+    c_str!("output.5"),
+    c_str!("output.6"),
+    c_str!("output.7"),
+];
 
 /// A control command: class, command, data, then the device's ack byte.
 type CtrlBuffer = [u8; 512];
@@ -114,17 +136,45 @@ struct QueueStats {
     tx_stopped: AtomicU64,
 }
 
-const STAT_NAMES: [&CStr; 9] = [
-    c_str!("rx0_packets"),
-    c_str!("rx0_bytes"),
-    c_str!("rx0_dropped"),
-    c_str!("rx0_errors"),
-    c_str!("tx0_packets"),
-    c_str!("tx0_bytes"),
-    c_str!("tx0_dropped"),
-    c_str!("tx0_errors"),
-    c_str!("tx0_stopped"),
+/// The per-queue statistics, as ethtool names them after `rx<N>_` or
+/// `tx<N>_`.
+const STAT_NAMES: [(&str, &str); 9] = [
+    ("rx", "packets"),
+    ("rx", "bytes"),
+    ("rx", "dropped"),
+    ("rx", "errors"),
+    ("tx", "packets"),
+    ("tx", "bytes"),
+    ("tx", "dropped"),
+    ("tx", "errors"),
+    ("tx", "stopped"),
 ];
+
+impl QueueStats {
+    fn values(&self) -> [&AtomicU64; STAT_NAMES.len()] {
+        [
+            &self.rx_packets,
+            &self.rx_bytes,
+            &self.rx_dropped,
+            &self.rx_errors,
+            &self.tx_packets,
+            &self.tx_bytes,
+            &self.tx_dropped,
+            &self.tx_errors,
+            &self.tx_stopped,
+        ]
+    }
+}
+
+/// One receive and one transmit queue, served by one NAPI context.
+#[pin_data]
+struct QueuePair {
+    #[pin]
+    rx: SpinLockIrq<Virtqueue<KBox<RxBuffer>>>,
+    #[pin]
+    tx: SpinLockIrq<Virtqueue<SkBuff>>,
+    stats: QueueStats,
+}
 
 fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
@@ -134,17 +184,15 @@ fn bump(counter: &AtomicU64, by: u64) {
 #[pin_data]
 pub struct Inner {
     vdev: ARef<Device>,
-    #[pin]
-    rx: SpinLockIrq<Virtqueue<KBox<RxBuffer>>>,
-    #[pin]
-    tx: SpinLockIrq<Virtqueue<SkBuff>>,
+    pairs: KVec<Pin<KBox<QueuePair>>>,
+    /// The index of the control queue among the device's queues.
+    ctrl_index: u32,
     #[pin]
     ctrl: Mutex<Option<Virtqueue<KBox<CtrlBuffer>>>>,
     #[pin]
     ctrl_acked: CondVar,
     mergeable: bool,
     has_status: bool,
-    stats: QueueStats,
     complaints: AtomicU64,
     /// The receive filter wanted by the stack (set in atomic context,
     /// applied by `rx_mode_work`).
@@ -192,6 +240,14 @@ impl WorkItem<1> for Inner {
 }
 
 impl Inner {
+    /// A counter summed over the queue pairs.
+    fn total(&self, counter: fn(&QueueStats) -> &AtomicU64) -> u64 {
+        let pairs = self.pairs.iter();
+        pairs
+            .map(|p| counter(&p.stats).load(Ordering::Relaxed))
+            .sum()
+    }
+
     fn complain(&self, what: core::fmt::Arguments<'_>) {
         if self.complaints.fetch_add(1, Ordering::Relaxed) < MAX_COMPLAINTS {
             pr_warn!("pvrs: virtio_net: {}\n", what);
@@ -231,12 +287,17 @@ impl Inner {
             true
         };
         if up != dev.carrier_ok() {
+            for queue in 0..self.pairs.len() as u16 {
+                if up {
+                    dev.wake_queue(queue);
+                } else {
+                    dev.stop_queue(queue);
+                }
+            }
             if up {
                 dev.carrier_on();
-                dev.wake_queue(0);
             } else {
                 dev.carrier_off();
-                dev.stop_queue(0);
             }
             pr_info!(
                 "pvrs: virtio_net: link {}\n",
@@ -246,9 +307,9 @@ impl Inner {
     }
 
     /// Receives up to `budget` packets.
-    fn receive(&self, dev: &NetDev, napi: &dev::Napi, budget: i32) -> i32 {
+    fn receive(&self, pair: &QueuePair, dev: &NetDev, napi: &dev::Napi, budget: i32) -> i32 {
         let mut done = 0;
-        let mut vq = self.rx.lock();
+        let mut vq = pair.rx.lock();
         while done < budget {
             let Some(first) = vq.get_buf() else {
                 break;
@@ -256,7 +317,7 @@ impl Inner {
             done += 1;
             let len = first.written;
             if len < HEADER_BYTES {
-                bump(&self.stats.rx_errors, 1);
+                bump(&pair.stats.rx_errors, 1);
                 self.complain(format_args!("short receive buffer ({} bytes)", len));
                 let _ = vq.add_in(first.buf);
                 continue;
@@ -269,7 +330,7 @@ impl Inner {
                 1
             };
             if buffers == 0 || buffers > MAX_BUFFERS_PER_PACKET {
-                bump(&self.stats.rx_errors, 1);
+                bump(&pair.stats.rx_errors, 1);
                 self.complain(format_args!("packet in {} buffers refused", buffers));
                 // The rest of the packet cannot be found reliably; its
                 // buffers arrive as (bad) packets and are dropped the same.
@@ -294,9 +355,9 @@ impl Inner {
                 }
             }
             let skb = if complete {
-                self.build_skb(napi, &parts[..buffers], total, &header)
+                self.build_skb(pair, napi, &parts[..buffers], total, &header)
             } else {
-                bump(&self.stats.rx_errors, 1);
+                bump(&pair.stats.rx_errors, 1);
                 self.complain(format_args!(
                     "packet announced {} buffers, fewer used",
                     buffers
@@ -307,8 +368,8 @@ impl Inner {
                 let _ = vq.add_in(used.buf);
             }
             if let Some(skb) = skb {
-                bump(&self.stats.rx_packets, 1);
-                bump(&self.stats.rx_bytes, u64::from(skb.len()));
+                bump(&pair.stats.rx_packets, 1);
+                bump(&pair.stats.rx_bytes, u64::from(skb.len()));
                 napi.receive(dev, skb);
             }
         }
@@ -320,29 +381,30 @@ impl Inner {
 
     fn build_skb(
         &self,
+        pair: &QueuePair,
         napi: &dev::Napi,
         parts: &[Option<virtio::Used<KBox<RxBuffer>>>],
         total: usize,
         header: &[u8; HEADER_BYTES],
     ) -> Option<SkBuff> {
         let Ok(total32) = u32::try_from(total) else {
-            bump(&self.stats.rx_errors, 1);
+            bump(&pair.stats.rx_errors, 1);
             return None;
         };
         let Some(mut skb) = napi.alloc_skb(total32) else {
-            bump(&self.stats.rx_dropped, 1);
+            bump(&pair.stats.rx_dropped, 1);
             return None;
         };
         for (i, used) in parts.iter().flatten().enumerate() {
             let start = if i == 0 { HEADER_BYTES } else { 0 };
             let data = used.buf.get(start..used.written).unwrap_or(&[]);
             if skb.put_data(data).is_err() {
-                bump(&self.stats.rx_errors, 1);
+                bump(&pair.stats.rx_errors, 1);
                 return None;
             }
         }
         if apply_rx_header(&mut skb, header).is_err() {
-            bump(&self.stats.rx_errors, 1);
+            bump(&pair.stats.rx_errors, 1);
             self.complain(format_args!("inconsistent receive header {:02x?}", header));
             return None;
         }
@@ -351,13 +413,13 @@ impl Inner {
 
     /// Frees packets the device has sent; wakes the queue when there is
     /// room again.
-    fn reclaim_tx(&self, dev: &NetDev) {
-        let mut vq = self.tx.lock();
+    fn reclaim_tx(&self, pair: &QueuePair, queue: u16, dev: &NetDev) {
+        let mut vq = pair.tx.lock();
         while let Some(skb) = vq.get_sent() {
             drop(skb);
         }
         if dev.queue_stopped(0) && vq.free_descriptors() >= TX_STOP_THRESHOLD && dev.carrier_ok() {
-            dev.wake_queue(0);
+            dev.wake_queue(queue);
         }
     }
 
@@ -439,7 +501,9 @@ impl dev::Operations for NetOps {
 
     fn open(&self, dev: &NetDev) -> Result {
         let inner = &self.inner;
-        inner.fill_rx(&mut inner.rx.lock(), GFP_KERNEL);
+        for pair in inner.pairs.iter() {
+            inner.fill_rx(&mut pair.rx.lock(), GFP_KERNEL);
+        }
         inner.update_link(dev);
         Ok(())
     }
@@ -450,14 +514,20 @@ impl dev::Operations for NetOps {
 
     fn start_xmit(&self, dev: &NetDev, skb: SkBuff) {
         let bytes = u64::from(skb.len());
-        let mut vq = self.inner.tx.lock();
+        // The queue the stack picked (one per CPU, by default).
+        let queue = skb.queue_mapping();
+        let Some(pair) = self.inner.pairs.get(usize::from(queue)) else {
+            drop(skb);
+            return;
+        };
+        let mut vq = pair.tx.lock();
         while let Some(sent) = vq.get_sent() {
             drop(sent);
         }
         match vq.add_skb(skb) {
             Ok(()) => {
-                bump(&self.inner.stats.tx_packets, 1);
-                bump(&self.inner.stats.tx_bytes, bytes);
+                bump(&pair.stats.tx_packets, 1);
+                bump(&pair.stats.tx_bytes, bytes);
                 // More packets follow at once: one notification for all.
                 if !dev.xmit_more() {
                     vq.kick();
@@ -468,9 +538,9 @@ impl dev::Operations for NetOps {
                 // Packets queued before this one may wait for a notification.
                 vq.kick();
                 if e == ENOSPC {
-                    bump(&self.inner.stats.tx_dropped, 1);
+                    bump(&pair.stats.tx_dropped, 1);
                 } else {
-                    bump(&self.inner.stats.tx_errors, 1);
+                    bump(&pair.stats.tx_errors, 1);
                     self.inner
                         .complain(format_args!("packet not sent: {:?}", e));
                 }
@@ -481,18 +551,23 @@ impl dev::Operations for NetOps {
             // device must see what is queued (no more packets will come to
             // trigger the deferred notification).
             vq.kick();
-            dev.stop_queue(0);
-            bump(&self.inner.stats.tx_stopped, 1);
+            dev.stop_queue(queue);
+            bump(&pair.stats.tx_stopped, 1);
         }
     }
 
     fn poll(&self, dev: &NetDev, napi: &dev::Napi, budget: i32) -> i32 {
-        self.inner.reclaim_tx(dev);
-        let done = self.inner.receive(dev, napi, budget);
+        let index = napi.index();
+        let Some(pair) = self.inner.pairs.get(index as usize) else {
+            napi.complete_done(0);
+            return 0;
+        };
+        self.inner.reclaim_tx(pair, index as u16, dev);
+        let done = self.inner.receive(pair, dev, napi, budget);
         if done < budget && napi.complete_done(done) {
             // Buffers used after the last check but before callbacks were
             // back on would have no interrupt: poll again for them.
-            if !self.inner.rx.lock().enable_callbacks() {
+            if !pair.rx.lock().enable_callbacks() {
                 napi.schedule();
             }
         }
@@ -500,17 +575,16 @@ impl dev::Operations for NetOps {
     }
 
     fn get_stats64(&self, _dev: &NetDev, stats: &mut Stats64) {
-        let s = &self.inner.stats;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let sum = |counter| self.inner.total(counter);
         *stats = Stats64 {
-            rx_packets: get(&s.rx_packets),
-            rx_bytes: get(&s.rx_bytes),
-            rx_dropped: get(&s.rx_dropped),
-            rx_errors: get(&s.rx_errors),
-            tx_packets: get(&s.tx_packets),
-            tx_bytes: get(&s.tx_bytes),
-            tx_dropped: get(&s.tx_dropped),
-            tx_errors: get(&s.tx_errors),
+            rx_packets: sum(|s| &s.rx_packets),
+            rx_bytes: sum(|s| &s.rx_bytes),
+            rx_dropped: sum(|s| &s.rx_dropped),
+            rx_errors: sum(|s| &s.rx_errors),
+            tx_packets: sum(|s| &s.tx_packets),
+            tx_bytes: sum(|s| &s.tx_bytes),
+            tx_dropped: sum(|s| &s.tx_dropped),
+            tx_errors: sum(|s| &s.tx_errors),
         };
     }
 
@@ -568,23 +642,19 @@ impl dev::Operations for NetOps {
         let _ = workqueue::system().enqueue::<Arc<Inner>, 0>(self.inner.clone());
     }
 
-    fn ethtool_stat_names(&self) -> &[&'static CStr] {
-        &STAT_NAMES
+    fn ethtool_stats_count(&self) -> usize {
+        self.inner.pairs.len() * STAT_NAMES.len()
+    }
+
+    fn ethtool_stat_name(&self, index: usize, out: &mut dyn core::fmt::Write) {
+        let (pair, stat) = (index / STAT_NAMES.len(), index % STAT_NAMES.len());
+        if let Some((dir, what)) = STAT_NAMES.get(stat) {
+            let _ = write!(out, "{dir}{pair}_{what}");
+        }
     }
 
     fn ethtool_stats(&self, values: &mut [u64]) {
-        let s = &self.inner.stats;
-        let all = [
-            &s.rx_packets,
-            &s.rx_bytes,
-            &s.rx_dropped,
-            &s.rx_errors,
-            &s.tx_packets,
-            &s.tx_bytes,
-            &s.tx_dropped,
-            &s.tx_errors,
-            &s.tx_stopped,
-        ];
+        let all = self.inner.pairs.iter().flat_map(|pair| pair.stats.values());
         for (value, counter) in values.iter_mut().zip(all) {
             *value = counter.load(Ordering::Relaxed);
         }
@@ -620,6 +690,7 @@ impl virtio::Driver for VirtioNet {
         VIRTIO_NET_F_CTRL_VQ,
         VIRTIO_NET_F_CTRL_RX,
         VIRTIO_NET_F_CTRL_MAC_ADDR,
+        VIRTIO_NET_F_MQ,
     ];
 
     fn probe(vdev: &Device) -> Result<KBox<Self>> {
@@ -654,30 +725,74 @@ impl virtio::Driver for VirtioNet {
             }
         }
         let with_ctrl = has(VIRTIO_NET_F_CTRL_VQ);
-        let names: &[&CStr] = if with_ctrl {
-            &[c_str!("input.0"), c_str!("output.0"), c_str!("control")]
+        // Queue pairs: the device's (VIRTIO_NET_F_MQ, which needs the
+        // control queue to switch them on), one per vCPU, at most MAX_PAIRS.
+        let device_pairs: u16 = if has(VIRTIO_NET_F_MQ) && with_ctrl {
+            vdev.read_config(offset_of!(VirtioNetConfig, max_virtqueue_pairs))?
         } else {
-            &[c_str!("input.0"), c_str!("output.0")]
+            1
         };
-        let callbacks: &[bool] = if with_ctrl {
-            &[true, true, true]
-        } else {
-            &[true, true]
-        };
-        let mut handles = vdev.find_vqs::<Self>(names, callbacks)?.into_iter();
-        let rx = handles.next().ok_or(EINVAL)?.into_queue();
-        let tx = handles.next().ok_or(EINVAL)?.into_queue();
+        if !(1..=MAX_DEVICE_PAIRS).contains(&device_pairs) {
+            pr_err!(
+                "pvrs: virtio_net: {} queue pairs not supported\n",
+                device_pairs
+            );
+            return Err(ENODEV);
+        }
+        let pair_count = usize::from(device_pairs)
+            .min(cpu::nr_cpu_ids() as usize)
+            .min(MAX_PAIRS);
+        // Every queue of the device is found (the control queue's index
+        // follows all pairs); pairs beyond `pair_count` stay idle.
+        let mut names = KVec::new();
+        for i in 0..usize::from(device_pairs) {
+            let (rx, tx) = match (RX_NAMES.get(i), TX_NAMES.get(i)) {
+                (Some(rx), Some(tx)) if i < pair_count => (*rx, *tx),
+                _ => (c_str!("unused"), c_str!("unused")),
+            };
+            names.push(rx, GFP_KERNEL)?;
+            names.push(tx, GFP_KERNEL)?;
+        }
+        if with_ctrl {
+            names.push(c_str!("control"), GFP_KERNEL)?;
+        }
+        let mut callbacks = KVec::new();
+        for _ in 0..names.len() {
+            callbacks.push(true, GFP_KERNEL)?;
+        }
+        let mut handles = vdev.find_vqs::<Self>(&names, &callbacks)?.into_iter();
+        let mut pairs = KVec::with_capacity(pair_count, GFP_KERNEL)?;
+        for _ in 0..pair_count {
+            let rx = handles.next().ok_or(EINVAL)?.into_queue();
+            let tx = handles.next().ok_or(EINVAL)?.into_queue();
+            pairs.push(
+                KBox::pin_init(
+                    pin_init!(QueuePair {
+                        rx <- new_spinlock_irq!(rx),
+                        tx <- new_spinlock_irq!(tx),
+                        stats: QueueStats::default(),
+                    }),
+                    GFP_KERNEL,
+                )?,
+                GFP_KERNEL,
+            )?;
+        }
+        // The idle pairs' queues.
+        for _ in pair_count..usize::from(device_pairs) {
+            handles.next();
+            handles.next();
+        }
         let ctrl = handles.next().map(|h| h.into_queue());
+        let ctrl_index = (names.len() - 1) as u32;
         let inner = Arc::pin_init(
             try_pin_init!(Inner {
                 vdev: vdev.into(),
-                rx <- new_spinlock_irq!(rx),
-                tx <- new_spinlock_irq!(tx),
+                pairs,
+                ctrl_index,
                 ctrl <- new_mutex!(ctrl),
                 ctrl_acked <- new_condvar!(),
                 mergeable,
                 has_status: has(VIRTIO_NET_F_STATUS),
-                stats: QueueStats::default(),
                 complaints: AtomicU64::new(0),
                 want_promisc: AtomicBool::new(false),
                 want_allmulti: AtomicBool::new(false),
@@ -692,13 +807,29 @@ impl virtio::Driver for VirtioNet {
         // The device must work before the interface can be opened, which
         // may happen as soon as it is registered.
         vdev.set_driver_ok_in_probe();
-        inner.fill_rx(&mut inner.rx.lock(), GFP_KERNEL);
+        for pair in inner.pairs.iter() {
+            inner.fill_rx(&mut pair.rx.lock(), GFP_KERNEL);
+        }
+        let mut pair_count = pair_count;
+        if pair_count > 1 {
+            let count = (pair_count as u16).to_le_bytes();
+            if let Err(e) =
+                inner.ctrl_command(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, &count)
+            {
+                pr_warn!(
+                    "pvrs: virtio_net: {} queue pairs refused ({:?}); using one\n",
+                    pair_count,
+                    e
+                );
+                pair_count = 1;
+            }
+        }
         let config = dev::Config {
             mac,
             mtu,
             min_mtu: 68,
             max_mtu,
-            queue_pairs: 1,
+            queue_pairs: pair_count as u32,
             sg: has(VIRTIO_NET_F_CSUM),
             tx_csum: has(VIRTIO_NET_F_CSUM),
             rx_csum: has(VIRTIO_NET_F_GUEST_CSUM),
@@ -717,7 +848,7 @@ impl virtio::Driver for VirtioNet {
         let dev = registration.dev();
         pr_info!(
             "pvrs: virtio_net: {:02x?}: mtu {} (max {}), mergeable {}, csum {}/{}, tso {}/{}, \
-             ctrl {}, status {}\n",
+             ctrl {}, status {}, queue pairs {} of {}\n",
             dev.mac(),
             mtu,
             max_mtu,
@@ -727,7 +858,9 @@ impl virtio::Driver for VirtioNet {
             has(VIRTIO_NET_F_HOST_TSO4),
             has(VIRTIO_NET_F_GUEST_TSO4),
             with_ctrl,
-            has(VIRTIO_NET_F_STATUS)
+            has(VIRTIO_NET_F_STATUS),
+            pair_count,
+            device_pairs
         );
         let registration = KBox::pin_init(new_spinlock_irq!(Some(registration)), GFP_KERNEL)?;
         Ok(KBox::new(
@@ -745,14 +878,16 @@ impl virtio::Driver for VirtioNet {
     }
 
     fn vq_callback(&self, index: u32) {
-        match index {
-            RX_VQ | TX_VQ => {
-                if let Some(napi) = self.registration.lock().as_ref().and_then(|r| r.napi(0)) {
-                    napi.schedule();
-                }
-            }
-            CTRL_VQ => self.inner.ctrl_acked.notify_all(),
-            _ => {}
+        if index == self.inner.ctrl_index {
+            self.inner.ctrl_acked.notify_all();
+        } else if let Some(napi) = self
+            .registration
+            .lock()
+            .as_ref()
+            .and_then(|r| r.napi(index / 2))
+        {
+            // Receive queue 2N or transmit queue 2N+1: pair N's context.
+            napi.schedule();
         }
     }
 
@@ -774,10 +909,10 @@ impl virtio::Driver for VirtioNet {
         drop(registration);
         pr_info!(
             "pvrs: virtio_net: removed; rx {} packets, {} errors; tx {} packets, {} errors\n",
-            inner.stats.rx_packets.load(Ordering::Relaxed),
-            inner.stats.rx_errors.load(Ordering::Relaxed),
-            inner.stats.tx_packets.load(Ordering::Relaxed),
-            inner.stats.tx_errors.load(Ordering::Relaxed)
+            inner.total(|s| &s.rx_packets),
+            inner.total(|s| &s.rx_errors),
+            inner.total(|s| &s.tx_packets),
+            inner.total(|s| &s.tx_errors)
         );
     }
 }

@@ -2,7 +2,8 @@
 
 //! pvrs_virtio_net: a virtio network driver in Rust (virtio 1.2, 5.1).
 //!
-//! - One queue pair with one NAPI context: receive buffers of 4 KiB, a
+//! - One queue pair per vCPU (`VIRTIO_NET_F_MQ`, up to 8), each with a NAPI
+//!   context: receive buffers of 4 KiB, a
 //!   packet spread over several with `VIRTIO_NET_F_MRG_RXBUF` (copied into
 //!   one skb); transmit of the skb's linear part and fragments after the
 //!   virtio-net header, freed when the device has sent them.
@@ -17,7 +18,7 @@
 //!   headers: dropped and counted (rx_errors), logged up to 20 times.
 //!   Used lengths beyond a buffer are clamped and counted by the queue.
 //! - `CTRL_MAC` TABLE_SET: the stack's unicast and multicast lists (40 each).
-//! - Not done: multiqueue (`MQ`), VLAN filtering.
+//! - Not done: VLAN filtering, RSS, XDP.
 
 #![recursion_limit = "256"]
 
