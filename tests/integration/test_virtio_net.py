@@ -16,6 +16,7 @@ yet is skipped (net.NOT_BUILT_YET). The guest side is
 tests/guest-scripts/net.sh.
 """
 
+import contextlib
 import hashlib
 import os
 import re
@@ -326,28 +327,34 @@ print("sent", flush=True)
 """
 
 
-@pytest.fixture
-def tap_netns():
-    """A network namespace with a tap device (10.77.0.1/24) for QEMU's tap
-    back end: the only QEMU back end with a virtio-net header, i.e. with
-    checksum and segmentation offloads. Removed afterwards."""
+@contextlib.contextmanager
+def tap_namespace(name, multi_queue=False):
+    """A network namespace `name` with a tap device pvrstap0 (10.77.0.1/24)
+    for QEMU's tap back end, the only QEMU back end with a virtio-net
+    header, i.e. with checksum and segmentation offloads, and with more
+    than one queue (`multi_queue`). Removed afterwards."""
     if not os.path.exists("/dev/net/tun"):
         pytest.skip("no /dev/net/tun")
-    ns = f"pvrs-net-{os.getpid()}"
     setup = f"""
 set -e
-ip netns add {ns}
-ip -n {ns} link set lo up
-ip -n {ns} tuntap add dev pvrstap0 mode tap
-ip netns exec {ns} sh -c 'echo 1 > /proc/sys/net/ipv6/conf/pvrstap0/disable_ipv6' || true
-ip -n {ns} addr add 10.77.0.1/24 dev pvrstap0
-ip -n {ns} link set pvrstap0 up
+ip netns add {name}
+ip -n {name} link set lo up
+ip -n {name} tuntap add dev pvrstap0 mode tap {"multi_queue" if multi_queue else ""}
+ip netns exec {name} sh -c 'echo 1 > /proc/sys/net/ipv6/conf/pvrstap0/disable_ipv6' || true
+ip -n {name} addr add 10.77.0.1/24 dev pvrstap0
+ip -n {name} link set pvrstap0 up
 """
     subprocess.run(["sh", "-c", setup], check=True)
     try:
-        yield ns
+        yield name
     finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def tap_netns():
+    with tap_namespace(f"pvrs-net-{os.getpid()}") as ns:
+        yield ns
 
 
 def test_offloads_over_a_tap(driver, tap_netns, tmp_path):
@@ -419,24 +426,8 @@ sleep 15
 
 @pytest.fixture
 def mq_tap_netns():
-    """As tap_netns, with a two-queue tap (IFF_MULTI_QUEUE)."""
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("no /dev/net/tun")
-    ns = f"pvrs-mq-{os.getpid()}"
-    setup = f"""
-set -e
-ip netns add {ns}
-ip -n {ns} link set lo up
-ip -n {ns} tuntap add dev pvrstap0 mode tap multi_queue
-ip netns exec {ns} sh -c 'echo 1 > /proc/sys/net/ipv6/conf/pvrstap0/disable_ipv6' || true
-ip -n {ns} addr add 10.77.0.1/24 dev pvrstap0
-ip -n {ns} link set pvrstap0 up
-"""
-    subprocess.run(["sh", "-c", setup], check=True)
-    try:
+    with tap_namespace(f"pvrs-mq-{os.getpid()}", multi_queue=True) as ns:
         yield ns
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 def test_multiqueue_over_a_tap(driver, mq_tap_netns, tmp_path):
