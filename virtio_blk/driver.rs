@@ -22,7 +22,7 @@ use kernel::{
     virtio::{
         self,
         blk::{BlkBuffer, Command, Header, IdQuery, Payload, Used, ID_BYTES, MAX_SEGMENTS},
-        Device, DeviceId, Virtqueue,
+        Device, DeviceId, LockedQueue,
     },
     workqueue::{self, impl_has_work, Work, WorkItem},
 };
@@ -86,12 +86,12 @@ fn release_disk_index(index: u32) {
     DISK_NAMES.fetch_and(!(1u64 << index), Ordering::AcqRel);
 }
 
-type RequestQueue = Virtqueue<BlkBuffer<Queues>>;
+type RequestQueue = LockedQueue<BlkBuffer<Queues>>;
 
 /// The request queues; also the disk's blk-mq queue data.
 #[pin_data]
 pub struct Queues {
-    vqs: KVec<Pin<KBox<SpinLockIrq<RequestQueue>>>>,
+    vqs: KVec<Pin<KBox<RequestQueue>>>,
     /// The GET_ID answer: (serial, status).
     #[pin]
     id_answer: SpinLockIrq<Option<([u8; ID_BYTES], u8)>>,
@@ -103,10 +103,12 @@ pub struct Queues {
     end_failed: AtomicU64,
     /// Requests refused before reaching the device.
     refused: AtomicU64,
+    /// A queue was found broken (logged once).
+    broken_logged: AtomicBool,
 }
 
 impl Queues {
-    fn queue(&self, index: u32) -> Option<&SpinLockIrq<RequestQueue>> {
+    fn queue(&self, index: u32) -> Option<&RequestQueue> {
         self.vqs.get(index as usize).map(|vq| vq.as_ref().get_ref())
     }
 
@@ -142,31 +144,24 @@ impl Queues {
             }
         };
         let queue = self.queue(hw_queue).ok_or(EINVAL)?;
-        let mut vq = queue.lock();
-        match vq.add_request(rq, header, payload) {
-            Ok(()) => {
-                if is_last {
-                    vq.kick();
-                }
-                Ok(())
-            }
-            Err((e, _rq)) if e == ENOSPC => {
-                // The ring is full: let the device see what it has; blk-mq
-                // retries this request when one of ours completes.
-                vq.kick();
-                Err(EBUSY)
-            }
+        // The device is notified after the queue is unlocked (a long exit
+        // under a hypervisor; the completion interrupt needs the lock).
+        queue.with_kick(|vq| match vq.add_request(rq, header, payload) {
+            Ok(()) => (Ok(()), is_last),
+            // The ring is full: let the device see what it has; blk-mq
+            // retries this request when one of ours completes.
+            Err((e, _rq)) if e == ENOSPC => (Err(EBUSY), true),
             Err((e, _rq)) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 pr_warn!("pvrs: virtio_blk: request refused: {:?}\n", e);
-                Err(EIO)
+                (Err(EIO), false)
             }
-        }
+        })
     }
 
     fn kick(&self, hw_queue: u32) {
         if let Some(queue) = self.queue(hw_queue) {
-            queue.lock().kick();
+            queue.with_kick(|_| ((), true));
         }
     }
 
@@ -194,10 +189,15 @@ impl Queues {
         let Some(queue) = self.queue(index) else {
             return;
         };
-        let mut vq = queue.lock();
         loop {
-            vq.disable_callbacks();
-            while let Some(used) = vq.get_used() {
+            queue.lock().disable_callbacks();
+            // One at a time, each ended with the queue unlocked: ending a
+            // request completes its bios and wakes their submitters, which
+            // must not hold up `queue_rq` on other CPUs.
+            loop {
+                let Some(used) = queue.lock().get_used() else {
+                    break;
+                };
                 match used {
                     Used::Request { rq, status } => {
                         if Request::end(rq, self.result_of(status)).is_err() {
@@ -211,7 +211,18 @@ impl Queues {
                     }
                 }
             }
-            if vq.is_broken() || vq.enable_callbacks() {
+            let mut vq = queue.lock();
+            if vq.is_broken() {
+                if !self.broken_logged.swap(true, Ordering::Relaxed) {
+                    pr_err!(
+                        "pvrs: virtio_blk: queue {} broken (the device returned a buffer it was \
+                         not given); its requests will not complete\n",
+                        index
+                    );
+                }
+                break;
+            }
+            if vq.enable_callbacks() {
                 break;
             }
         }
@@ -220,12 +231,8 @@ impl Queues {
     /// Asks the device for its serial number (GET_ID) and waits for it.
     fn query_serial(&self) -> Result<Option<[u8; ID_BYTES]>> {
         let query = IdQuery::new()?;
-        {
-            let queue = self.queue(0).ok_or(EINVAL)?;
-            let mut vq = queue.lock();
-            vq.add_get_id(query).map_err(|(e, _)| e)?;
-            vq.kick();
-        }
+        let queue = self.queue(0).ok_or(EINVAL)?;
+        queue.with_kick(|vq| (vq.add_get_id(query).map_err(|(e, _)| e), true))?;
         let mut waited = 0;
         let mut answer = self.id_answer.lock();
         while answer.is_none() && waited < GET_ID_TIMEOUT_MS {
@@ -443,6 +450,9 @@ impl Inner {
             .capacity_sectors(g.capacity)
             .logical_block_size(g.logical_block_size)?
             .physical_block_size(g.physical_block_size)?
+            // Requests are bounded by segments and segment size, as in the
+            // C driver (the block layer caps the default request size).
+            .max_hw_sectors(u32::MAX)
             .max_segments(g.max_segments)
             .max_segment_size(g.max_segment_size)
             .topology(g.io_min, g.io_opt, g.alignment_offset)
@@ -525,7 +535,7 @@ impl virtio::Driver for VirtioBlk {
         let mut vqs = KVec::with_capacity(queue_count, GFP_KERNEL)?;
         for handle in handles {
             vqs.push(
-                KBox::pin_init(new_spinlock_irq!(handle.into_queue()), GFP_KERNEL)?,
+                KBox::pin_init(LockedQueue::new(handle.into_queue()), GFP_KERNEL)?,
                 GFP_KERNEL,
             )?;
         }
@@ -537,6 +547,7 @@ impl virtio::Driver for VirtioBlk {
                 bad_status: AtomicU64::new(0),
                 end_failed: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
+                broken_logged: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )?;
