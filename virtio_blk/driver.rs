@@ -189,29 +189,23 @@ impl Queues {
         let Some(queue) = self.queue(index) else {
             return;
         };
+        let mut vq = queue.lock();
         loop {
-            queue.lock().disable_callbacks();
-            // One at a time, each ended with the queue unlocked: ending a
-            // request completes its bios and wakes their submitters, which
-            // must not hold up `queue_rq` on other CPUs.
-            loop {
-                let Some(used) = queue.lock().get_used() else {
-                    break;
-                };
+            vq.disable_callbacks();
+            // Handing a request to blk-mq is cheap (it ends it here or
+            // sends it to its submitting CPU): all under one lock.
+            while let Some(used) = vq.get_used() {
                 match used {
-                    Used::Request { rq, status } => {
-                        if Request::end(rq, self.result_of(status)).is_err() {
-                            self.end_failed.fetch_add(1, Ordering::Relaxed);
-                            pr_warn!("pvrs: virtio_blk: a completed request is still referenced\n");
-                        }
-                    }
+                    // Ended in `Operations::complete`, on the CPU that
+                    // submitted it (blk-mq sends it there), with the status
+                    // the device left in the request.
+                    Used::Request { rq, .. } => Request::complete(rq),
                     Used::Id { id, status } => {
                         *self.id_answer.lock() = Some((id, status));
                         self.id_answered.notify_all();
                     }
                 }
             }
-            let mut vq = queue.lock();
             if vq.is_broken() {
                 if !self.broken_logged.swap(true, Ordering::Relaxed) {
                     pr_err!(
@@ -276,6 +270,15 @@ impl Operations for Queues {
 
     fn commit_rqs(queues: ArcBorrow<'_, Queues>, hw_queue: u32) {
         queues.kick(hw_queue);
+    }
+
+    fn complete(rq: ARef<Request<Self>>) {
+        let queues: Arc<Queues> = rq.queue_data().into();
+        let result = queues.result_of(rq.data().status());
+        if Request::end(rq, result).is_err() {
+            queues.end_failed.fetch_add(1, Ordering::Relaxed);
+            pr_warn!("pvrs: virtio_blk: a completed request is still referenced\n");
+        }
     }
 }
 
