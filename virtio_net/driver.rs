@@ -23,7 +23,7 @@ use kernel::{
     virtio::{
         self,
         net::{apply_rx_header, HEADER_BYTES},
-        Device, DeviceId, Virtqueue,
+        Device, DeviceId, Negotiating, Virtqueue,
     },
     workqueue::{self, impl_has_work, Work, WorkItem},
 };
@@ -693,6 +693,24 @@ impl virtio::Driver for VirtioNet {
         VIRTIO_NET_F_MQ,
     ];
 
+    fn validate(dev: &Negotiating) -> Result {
+        // Large receive packets (GUEST_TSO/ECN/UFO) need mergeable receive
+        // buffers here: the driver has no big-packet mode (chains of pages
+        // per buffer), so without MRG_RXBUF it does not take them (as
+        // pvrs-vmm offers them).
+        if !dev.has_feature(VIRTIO_NET_F_MRG_RXBUF) {
+            for bit in [
+                VIRTIO_NET_F_GUEST_TSO4,
+                VIRTIO_NET_F_GUEST_TSO6,
+                VIRTIO_NET_F_GUEST_ECN,
+                VIRTIO_NET_F_GUEST_UFO,
+            ] {
+                dev.clear_feature(bit);
+            }
+        }
+        Ok(())
+    }
+
     fn probe(vdev: &Device) -> Result<KBox<Self>> {
         let has = |bit| vdev.has_feature(bit);
         let mergeable = has(VIRTIO_NET_F_MRG_RXBUF);
@@ -700,9 +718,9 @@ impl virtio::Driver for VirtioNet {
             pr_err!("pvrs: virtio_net: legacy device without MRG_RXBUF (10-byte header) not supported\n");
             return Err(ENODEV);
         }
+        // `validate` dropped GUEST_TSO without MRG_RXBUF.
         if !mergeable && (has(VIRTIO_NET_F_GUEST_TSO4) || has(VIRTIO_NET_F_GUEST_TSO6)) {
-            pr_err!("pvrs: virtio_net: GUEST_TSO needs MRG_RXBUF (no big-packet mode)\n");
-            return Err(ENODEV);
+            return Err(EINVAL);
         }
         let mut mac = [0u8; ETH_ALEN];
         if has(VIRTIO_NET_F_MAC) {

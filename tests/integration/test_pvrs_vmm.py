@@ -399,12 +399,11 @@ NET_TCP_MIB = 8
 # The virtio-net feature bits of the offloads (virtio 1.2, 5.1.3).
 NET_OFFLOAD_BITS = {"CSUM": 0, "GUEST_CSUM": 1, "GUEST_TSO4": 7, "GUEST_TSO6": 8, "GUEST_ECN": 9,
                     "HOST_TSO4": 11, "HOST_TSO6": 12, "HOST_ECN": 13, "MRG_RXBUF": 15}
-# What a driver is known not to do yet with pvrs-vmm's net device: its case
-# is expected to fail (strict: once it passes, remove the entry).
-NET_KNOWN_GAPS = {
-    "pvrs_virtio_net": "pvrs-vmm offers GUEST_TSO4/6 without MRG_RXBUF, and pvrs_virtio_net has no big-packet "
-                       "receive mode: its probe refuses the device ('GUEST_TSO needs MRG_RXBUF'), no eth0",
-}
+# Whether a driver takes large received packets (GUEST_TSO) from a device
+# without MRG_RXBUF, as pvrs-vmm's: the C driver has a big-packet receive
+# mode; pvrs_virtio_net has not, so its `validate` declines GUEST_TSO there
+# and it receives MTU-sized packets (it still sends with TSO).
+NET_RX_TSO_WITHOUT_MRG_RXBUF = {"virtio_net": True, "pvrs_virtio_net": False}
 
 
 @pytest.mark.parametrize("driver", ["virtio_net", "pvrs_virtio_net"])
@@ -418,8 +417,6 @@ def test_virtio_net_tap_offloads(tmp_path, request, driver):
     driver's own line), and that the offloads carried the TCP data in
     packets bigger than the MTU both ways."""
     from pvrs_testlib import net
-    if reason := NET_KNOWN_GAPS.get(driver):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{driver}: {reason}"))
     l2 = rf"""
 PING=/usr/local/bin/ping
 peer=10.0.0.1
@@ -520,10 +517,13 @@ finish
     assert res.status == 0, f"{res.reason}, status {res.status}"
     # The offloads were negotiated, shown by ethtool, and used: TSO sends
     # and the tap's GSO receives carry more than an MTU per packet.
-    for name in ("CSUM", "GUEST_CSUM", "HOST_TSO4", "GUEST_TSO4"):
+    rx_tso = NET_RX_TSO_WITHOUT_MRG_RXBUF[driver] or "MRG_RXBUF" in negotiated
+    for name in ("CSUM", "GUEST_CSUM", "HOST_TSO4") + (("GUEST_TSO4",) if rx_tso else ()):
         assert name in negotiated, f"{name} not negotiated: {negotiated}"
+    if not rx_tso:
+        assert "GUEST_TSO4" not in negotiated, f"GUEST_TSO4 taken without a way to receive it: {negotiated}"
     assert (k["tx-checksumming"], k["rx-checksumming"], k["tcp-segmentation-offload"]) == ("on", "on", "on"), k
-    for what, r in (("sent", sent), ("received", recv)):
+    for what, r in (("sent", sent), ("received", recv)) if rx_tso else (("sent", sent),):
         assert int(r["bytes"]) > 1514 * int(r["packets"]), f"no packet bigger than the MTU {what}: {r}"
     assert all(v == "0" for v in g["stats"].values()), g["stats"]
     m = re.search(r"virtio-net0: requests=\d+ bad_chains=(\d+) bad_requests=(\d+) io_errors=(\d+)", res.console)
