@@ -254,10 +254,15 @@ impl Inner {
         }
     }
 
-    /// Posts receive buffers until the ring is full; `true` if any was
-    /// posted.
-    fn fill_rx(&self, vq: &mut Virtqueue<KBox<RxBuffer>>, flags: kernel::alloc::Flags) -> bool {
-        let mut posted = false;
+    /// Posts new receive buffers until the ring is full, then notifies the
+    /// device if it got any buffers: these, or ones the caller `reposted`.
+    fn fill_rx(
+        &self,
+        vq: &mut Virtqueue<KBox<RxBuffer>>,
+        flags: kernel::alloc::Flags,
+        reposted: bool,
+    ) {
+        let mut posted = reposted;
         while vq.free_descriptors() > 0 {
             let Ok(buf) = virtio::zeroed_buffer::<RxBuffer>(flags) else {
                 break;
@@ -270,7 +275,6 @@ impl Inner {
         if posted {
             vq.kick();
         }
-        posted
     }
 
     /// Reads the link state from the device (`VIRTIO_NET_F_STATUS`).
@@ -373,9 +377,9 @@ impl Inner {
                 napi.receive(dev, skb);
             }
         }
-        // Buffers that could not be reposted above are replaced here.
-        self.fill_rx(&mut vq, GFP_ATOMIC);
-        vq.kick();
+        // Buffers that could not be reposted above are replaced here; the
+        // used ones went back to the ring (`done > 0`).
+        self.fill_rx(&mut vq, GFP_ATOMIC, done > 0);
         done
     }
 
@@ -502,7 +506,7 @@ impl dev::Operations for NetOps {
     fn open(&self, dev: &NetDev) -> Result {
         let inner = &self.inner;
         for pair in inner.pairs.iter() {
-            inner.fill_rx(&mut pair.rx.lock(), GFP_KERNEL);
+            inner.fill_rx(&mut pair.rx.lock(), GFP_KERNEL, false);
         }
         inner.update_link(dev);
         Ok(())
@@ -826,7 +830,7 @@ impl virtio::Driver for VirtioNet {
         // may happen as soon as it is registered.
         vdev.set_driver_ok_in_probe();
         for pair in inner.pairs.iter() {
-            inner.fill_rx(&mut pair.rx.lock(), GFP_KERNEL);
+            inner.fill_rx(&mut pair.rx.lock(), GFP_KERNEL, false);
         }
         let mut pair_count = pair_count;
         if pair_count > 1 {
