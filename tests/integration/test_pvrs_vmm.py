@@ -407,7 +407,7 @@ NET_RX_TSO_WITHOUT_MRG_RXBUF = {"virtio_net": True, "pvrs_virtio_net": False}
 
 
 @pytest.mark.parametrize("driver", ["virtio_net", "pvrs_virtio_net"])
-def test_virtio_net_tap_offloads(tmp_path, request, driver):
+def test_virtio_net_tap_offloads(tmp_path, driver):
     """The C virtio_net and the Rust pvrs_virtio_net on pvrs-vmm's
     virtio-net, whose back end is a tap in L1 with a vnet header: unlike
     QEMU's user/socket back ends it offers the checksum and TSO offloads
