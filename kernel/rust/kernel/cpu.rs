@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! CPUs: the current CPU with preemption disabled, and CPU hotplug callbacks.
+//!
+//! C headers: [`include/linux/preempt.h`](srctree/include/linux/preempt.h),
+//! [`include/linux/cpuhotplug.h`](srctree/include/linux/cpuhotplug.h)
+
+use crate::{
+    alloc::{flags::GFP_KERNEL, KBox},
+    bindings,
+    error::{to_result, Error, Result},
+    str::CStr,
+    types::Opaque,
+};
+use core::{ffi::c_int, ffi::c_uint, marker::PhantomData, pin::Pin};
+
+/// Keeps the current task on its CPU: preemption is disabled while it lives.
+///
+/// It uses the `notrace` variants, so that it may be used in code that the
+/// function tracer calls, such as a clocksource's `read`.
+pub struct PreemptGuard {
+    // Preemption is per CPU: the guard must be dropped where it was made.
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl PreemptGuard {
+    /// Disables preemption until the guard is dropped.
+    #[inline]
+    pub fn new() -> Self {
+        // SAFETY: Always safe; paired with the enable in `drop`.
+        unsafe { bindings::preempt_disable_notrace() };
+        Self {
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The CPU this code runs on, which cannot change while `self` lives.
+    #[inline]
+    pub fn cpu(&self) -> u32 {
+        // SAFETY: Always safe; with preemption disabled the answer stays true.
+        unsafe { bindings::raw_smp_processor_id() }
+    }
+}
+
+impl Default for PreemptGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PreemptGuard {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: Paired with the disable in `new`, on the same CPU.
+        unsafe { bindings::preempt_enable_notrace() };
+    }
+}
+
+/// The number of possible CPU ids (`nr_cpu_ids`): every CPU id is below it.
+pub fn nr_cpu_ids() -> u32 {
+    // SAFETY: `nr_cpu_ids` is set in early boot and only read afterwards.
+    unsafe { bindings::nr_cpu_ids }
+}
+
+/// The number of online CPUs, at the moment of the call.
+pub fn num_online_cpus() -> u32 {
+    // SAFETY: Always safe.
+    unsafe { bindings::num_online_cpus() }
+}
+
+/// What to do when a CPU comes online or goes offline.
+///
+/// Both run on the CPU concerned, in its hotplug thread, so per-CPU state
+/// (an MSR, for instance) can be set up directly.
+pub trait HotplugCallbacks: Send + Sync {
+    /// `cpu` is coming online (also called for every online CPU when the
+    /// registration is made). An error aborts bringing it up.
+    fn online(&self, cpu: u32) -> Result;
+    /// `cpu` is going offline (also called for every online CPU when the
+    /// registration is dropped).
+    fn offline(&self, cpu: u32) -> Result;
+}
+
+/// A dynamic CPU hotplug state (in the `CPUHP_AP_ONLINE_DYN` range) whose
+/// callbacks are those of `T`.
+///
+/// Dropping it runs `offline` on every online CPU and removes the state.
+pub struct HotplugRegistration<T: HotplugCallbacks> {
+    inner: Pin<KBox<HotplugInner<T>>>,
+}
+
+struct HotplugInner<T> {
+    node: Opaque<bindings::hlist_node>,
+    state: c_int,
+    data: T,
+}
+
+// SAFETY: The hotplug node is only touched by the hotplug core, under its
+// own locking, between `register` and `drop`; `T` is `Send + Sync`.
+unsafe impl<T: HotplugCallbacks> Send for HotplugRegistration<T> {}
+// SAFETY: `&HotplugRegistration` only gives access to `&T`, and `T` is `Sync`.
+unsafe impl<T: HotplugCallbacks> Sync for HotplugRegistration<T> {}
+
+impl<T: HotplugCallbacks> HotplugRegistration<T> {
+    /// Registers the state `name` and runs `online` on each online CPU.
+    pub fn register(name: &'static CStr, data: T) -> Result<Self> {
+        // SAFETY: `name` is a static string; the callbacks match the types
+        // the hotplug core expects and are only given nodes of
+        // `HotplugInner<T>` (added below).
+        let state = unsafe {
+            bindings::cpuhp_setup_state_multi(
+                bindings::cpuhp_state_CPUHP_AP_ONLINE_DYN,
+                name.as_char_ptr(),
+                Some(Self::startup),
+                Some(Self::teardown),
+            )
+        };
+        if state < 0 {
+            return Err(Error::from_errno(state));
+        }
+        let inner = match KBox::pin(
+            HotplugInner {
+                node: Opaque::uninit(),
+                state,
+                data,
+            },
+            GFP_KERNEL,
+        ) {
+            Ok(inner) => inner,
+            Err(e) => {
+                // SAFETY: `state` was set up above and has no instance.
+                unsafe { bindings::cpuhp_remove_multi_state(state) };
+                return Err(e.into());
+            }
+        };
+        // SAFETY: The node is pinned in `inner` and stays valid until it is
+        // removed in `drop`; the hotplug core initializes it.
+        let ret = unsafe { bindings::cpuhp_state_add_instance(state, inner.node.get()) };
+        if let Err(e) = to_result(ret) {
+            // SAFETY: `state` was set up above; its instance was not added.
+            unsafe { bindings::cpuhp_remove_multi_state(state) };
+            return Err(e);
+        }
+        Ok(Self { inner })
+    }
+
+    /// The data given to [`Self::register`].
+    pub fn data(&self) -> &T {
+        &self.inner.data
+    }
+
+    /// # Safety
+    ///
+    /// `node` must be the node of a live `HotplugInner<T>`.
+    unsafe fn data_of<'a>(node: *mut bindings::hlist_node) -> &'a T {
+        // SAFETY: The caller guarantees that `node` is the `node` field of
+        // a live `HotplugInner<T>`; `Opaque` has the layout of its content.
+        let inner = unsafe { &*crate::container_of!(node, HotplugInner<T>, node) };
+        &inner.data
+    }
+
+    /// # Safety
+    ///
+    /// Called by the hotplug core with a node added in `register`.
+    unsafe extern "C" fn startup(cpu: c_uint, node: *mut bindings::hlist_node) -> c_int {
+        // SAFETY: The node was added in `register` and is removed before
+        // the `HotplugInner<T>` is freed.
+        let data = unsafe { Self::data_of(node) };
+        match data.online(cpu) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the hotplug core with a node added in `register`.
+    unsafe extern "C" fn teardown(cpu: c_uint, node: *mut bindings::hlist_node) -> c_int {
+        // SAFETY: As in `startup`.
+        let data = unsafe { Self::data_of(node) };
+        match data.offline(cpu) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+}
+
+impl<T: HotplugCallbacks> Drop for HotplugRegistration<T> {
+    fn drop(&mut self) {
+        let state = self.inner.state;
+        // SAFETY: The node was added to `state` in `register`; removing it
+        // runs the teardown callbacks and returns when they are done.
+        unsafe { bindings::cpuhp_state_remove_instance(state, self.inner.node.get()) };
+        // SAFETY: `state` has no instance left.
+        unsafe { bindings::cpuhp_remove_multi_state(state) };
+    }
+}
