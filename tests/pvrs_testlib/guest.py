@@ -106,6 +106,16 @@ class GuestConfig:
     # own results with "@NONCE@-l2", so that they do not end the run.
     l1_script: str | None = None
     l1_files: list[Path] = field(default_factory=list)
+    # Nested KVM host only: the hypervisor the L1 loads before it starts the
+    # VMM. "kvm_amd" (kvm.ko + kvm-amd.ko, modules of our L1 kernel) or
+    # "none" (SVM left off, for a script that loads its own hypervisor
+    # module; /dev/kvm is then not required).
+    backend: str = "kvm_amd"
+    l1_smp: int = 2                        # the L1's CPUs
+    # Nested KVM host only: how often a run is repeated whose L1 (or L2
+    # kernel) died before the guest script started: the TCG-emulated L1
+    # occasionally faults or stalls in its own boot. Said in the log.
+    l1_retries: int = 2
     # TCG host only: run QEMU in this network namespace (`ip netns exec`),
     # where the test made the tap devices its -netdev tap options name.
     netns: str | None = None
@@ -273,8 +283,10 @@ def _qemu_opts(*parts: str) -> str:
 
 
 def _guest_qemu_argv(cfg: GuestConfig, kernel: str, initrd: str, disks: list,
-                     accel: list[str]) -> list[str]:
-    argv = [QEMU, *accel, "-m", str(cfg.mem), "-smp", str(cfg.smp),
+                     accel: list[str], qemu: list[str] | None = None) -> list[str]:
+    """QEMU's command line for `cfg`; `qemu` is the binary with its own
+    options (default: the QEMU on the PATH, as inside the nested L1)."""
+    argv = [*(qemu or [QEMU]), *accel, "-m", str(cfg.mem), "-smp", str(cfg.smp),
             "-kernel", kernel, "-initrd", initrd, "-append", _kernel_cmdline(cfg),
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
             "-no-reboot"]
@@ -335,9 +347,44 @@ class _Console:
             self.feed(b"\n")
 
 
+BACKENDS = ("kvm_amd", "none")
+# The module each nested-host backend loads in L1 (a file name in the guest
+# kernel's module directory, without .ko), after its dependencies.
+BACKEND_MODULE = {"kvm_amd": "kvm-amd", "none": None}
+
+
+def module_load_order(module: str, modules_dir: Path = paths.GUEST_MODULES) -> list[str]:
+    """`module` after the modules it depends on (the `depends=` of its
+    .modinfo), for an init whose busybox insmod resolves nothing: kvm-amd
+    needs kvm, which needs irqbypass."""
+    data = (modules_dir / f"{module}.ko").read_bytes()
+    m = re.search(rb"(?:^|\0)depends=([^\0]*)\0", data)
+    deps = [d for d in (m.group(1).decode().split(",") if m else []) if d]
+    order = []
+    for d in deps:
+        order += [x for x in module_load_order(d, modules_dir) if x not in order]
+    return order + [module]
+SCRIPT_STARTED = "PVRS-INIT: running the script"
+
+
 def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
               log=lambda msg: print(f"run-guest: {msg}", file=sys.stderr, flush=True)) -> GuestResult:
-    """Boots the guest described by `cfg`, runs its script, returns the result."""
+    """Boots the guest described by `cfg`, runs its script, returns the result.
+    On the nested KVM host, a run whose L1 died before the guest script
+    started is repeated up to `cfg.l1_retries` times."""
+    attempt = 0
+    while True:
+        result = _run_guest_once(cfg, echo, log)
+        died_early = (result.host_mode == "nested-kvm" and result.reason != "ok"
+                      and SCRIPT_STARTED not in result.console)
+        if not died_early or attempt >= cfg.l1_retries:
+            return result
+        attempt += 1
+        log(f"the nested host died before the guest script started ({result.reason}); "
+            f"retry {attempt} of {cfg.l1_retries} (console in build/logs/guests/)")
+
+
+def _run_guest_once(cfg: GuestConfig, echo, log) -> GuestResult:
     if cfg.script is None:
         raise ValueError("a script is required")
     if not cfg.kernel.exists():
@@ -353,6 +400,8 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
             raise ValueError("--qemu-arg does not apply to --vmm pvrs (use --vmm-arg)")
         if not paths.VMM.exists():
             raise FileNotFoundError(f"{paths.VMM} does not exist: run tests/build-vmm first")
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {cfg.backend!r} (one of {', '.join(BACKENDS)})")
     if cfg.l1_script is not None and (cfg.host != "kvm" or host_has_hw_virt()):
         raise ValueError("l1_script needs the nested KVM host (host kvm on a CPU without vmx/svm)")
     nonce = secrets.token_hex(6)
@@ -371,7 +420,7 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
             mode = "tcg"
             log("host tcg: QEMU TCG, no KVM")
             argv = _guest_qemu_argv(cfg, str(cfg.kernel), str(initrd),
-                                    cfg.disks, ["-accel", "tcg", "-cpu", "max"])
+                                    cfg.disks, ["-accel", "tcg", "-cpu", "max"], paths.l0_qemu())
             if cfg.netns:
                 argv = ["ip", "netns", "exec", cfg.netns, *argv]
         elif cfg.host == "kvm" and host_has_hw_virt():
@@ -387,7 +436,8 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
             mode = "nested-kvm"
             l2_vmm = "pvrs-vmm" if cfg.vmm == "pvrs" else "QEMU -enable-kvm"
             log("host kvm: nested, since this CPU has no vmx/svm: QEMU TCG -cpu max "
-                f"runs an L1 Linux with kvm_amd, and {l2_vmm} in L1 boots the guest")
+                f"({paths.l0_qemu()[0]}) runs an L1 Linux with {cfg.backend}, and {l2_vmm} "
+                "in L1 boots the guest")
             # Inside L1 the disks are L1's virtio disks, in order: /dev/vda, ...
             # (with the options of the images they stand for).
             l1_disks = [dataclasses.replace(_disk(d), path=Path(f"/dev/vd{chr(ord('a') + i)}"))
@@ -402,10 +452,16 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
             # L1 passes --disk images on as its own virtio disks: it needs
             # the C virtio_blk (a module) for them.
             l1_modules = ["virtio_blk"] if cfg.disks else []
+            # KVM is a module in our L1 kernel; a kernel with it built in
+            # (an older build, or a foreign --l1-kernel) has no .ko to load.
+            top = BACKEND_MODULE[cfg.backend]
+            if top and (paths.GUEST_MODULES / f"{top}.ko").exists():
+                l1_modules += module_load_order(top)
             l1_script = None
             if cfg.l1_script is not None:
                 l1_script = cfg.l1_script.replace("@NONCE@", nonce)
-            initramfs.nested_host_image(l1_initrd, nonce, cfg.kernel, initrd, l2_argv, l1_modules, log=log,
+            initramfs.nested_host_image(l1_initrd, nonce, cfg.kernel, initrd, l2_argv, l1_modules,
+                                        backend=cfg.backend, log=log,
                                         vmm_binary=paths.VMM if cfg.vmm == "pvrs" else None,
                                         l1_script=l1_script, l1_files=cfg.l1_files)
             # tsc=reliable: under TCG, L1's clocksource watchdog can find the
@@ -413,11 +469,14 @@ def run_guest(cfg: GuestConfig, echo=lambda line: print(line, flush=True),
             # TSC clocksource, KVM drops its master clock, and the guest's
             # kvmclock crawls (seen: CLOCK_PAIRING tsc=0, a `sleep 2` taking
             # 16, 29, 58, 117 s). TCG's TSC follows the host clock: trust it.
-            l1_cfg = GuestConfig(host="tcg", kernel=cfg.l1_kernel or cfg.kernel,
-                                 smp=2, mem=cfg.mem + 1024, append="quiet tsc=reliable", quiet=True)
+            # L1 is our kernel unless told otherwise: a foreign guest kernel
+            # (--kernel) need not have KVM at all.
+            l1_cfg = GuestConfig(host="tcg", kernel=cfg.l1_kernel or paths.GUEST_KERNEL,
+                                 smp=cfg.l1_smp, mem=cfg.mem + 1024, append="quiet tsc=reliable",
+                                 quiet=True)
             argv = _guest_qemu_argv(l1_cfg, str(l1_cfg.kernel), str(l1_initrd),
                                     [Disk(_disk(d).path, read_only=_disk(d).read_only) for d in cfg.disks],
-                                    ["-accel", "tcg", "-cpu", "max"])
+                                    ["-accel", "tcg", "-cpu", "max"], paths.l0_qemu())
         else:
             raise ValueError(f"unknown host {cfg.host!r}")
 

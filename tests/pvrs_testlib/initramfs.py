@@ -71,13 +71,13 @@ mount -t tmpfs tmpfs /tmp
 for m in $(cat /l2/load-modules 2>/dev/null); do
     insmod "/modules/$m.ko" || echo "PVRS-L1: insmod $m failed"
 done
-if [ ! -c /dev/kvm ]; then
+if [ "$(cat /l2/backend)" != none ] && [ ! -c /dev/kvm ]; then
     echo "PVRS-L1: no /dev/kvm in L1 (did kvm_amd load? dmesg follows)"
     dmesg | grep -i -E 'kvm|svm' | tail -n 20
     echo "PVRS-L1-RESULT-@NONCE@: qemu=none"
     poweroff -f
 fi
-echo "PVRS-L1: $(grep -c ^processor /proc/cpuinfo) cpus, $(grep -m1 -o -w -E 'svm|vmx' /proc/cpuinfo) present; starting the guest"
+echo "PVRS-L1: $(grep -c ^processor /proc/cpuinfo) cpus, $(grep -m1 -o -w -E 'svm|vmx' /proc/cpuinfo) present, backend $(cat /l2/backend); starting the guest"
 # The VMM's own messages go to a file and are shown after it ends: on the
 # shared console they could split the guest's lines (its result marker).
 sh /l2/run-qemu.sh </dev/null 2>/tmp/vmm-stderr
@@ -204,6 +204,7 @@ def nested_host_base(log=print) -> tuple[Path, str]:
 
 def nested_host_image(out: Path, nonce: str, l2_kernel: Path, l2_initrd: Path,
                       qemu_argv: list[str], l1_load_modules: list[str],
+                      backend: str = "kvm_amd",
                       modules_dir: Path = paths.GUEST_MODULES, log=print,
                       vmm_binary: Path | None = None, l1_script: str | None = None,
                       l1_files: list[Path] = ()) -> None:
@@ -229,6 +230,7 @@ def nested_host_image(out: Path, nonce: str, l2_kernel: Path, l2_initrd: Path,
         run = l1_script if l1_script is not None else "exec " + shlex.join(qemu_argv) + "\n"
         (root / "l2" / "run-qemu.sh").write_text(run)
         (root / "l2" / "load-modules").write_text("\n".join(l1_load_modules) + "\n")
+        (root / "l2" / "backend").write_text(backend + "\n")
         if l1_load_modules:
             (root / "modules").mkdir()
             for m in l1_load_modules:

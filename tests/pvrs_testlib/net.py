@@ -46,16 +46,9 @@ def missing(driver: str, modules_dir: Path = paths.GUEST_MODULES) -> str | None:
 
 
 def load_order(module: str, modules_dir: Path = paths.GUEST_MODULES) -> list[str]:
-    """`module` after the modules it depends on (the `depends=` of its
-    .modinfo), for the guest's init, whose insmod resolves nothing:
-    virtio_net needs net_failover, which needs failover."""
-    data = (modules_dir / f"{module}.ko").read_bytes()
-    m = re.search(rb"(?:^|\0)depends=([^\0]*)\0", data)
-    deps = [d for d in (m.group(1).decode().split(",") if m else []) if d]
-    order = []
-    for d in deps:
-        order += [x for x in load_order(d, modules_dir) if x not in order]
-    return order + [module]
+    """`module` after the modules it depends on: virtio_net needs
+    net_failover, which needs failover (guest.module_load_order)."""
+    return guest.module_load_order(module, modules_dir)
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
