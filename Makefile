@@ -13,7 +13,7 @@
 # (When the kernel build descends into drivers/pvrs it reads Kbuild, not
 # this file.)
 
-.PHONY: all guest guest-tools host vmm virtio-guest check check-host check-guest demo bench fuzz clean help
+.PHONY: all guest guest-tools host vmm virtio-guest l0-qemu check check-host check-guest check-nested-smp demo bench fuzz clean help
 
 all: guest guest-tools
 
@@ -28,6 +28,11 @@ guest:
 guest-tools:
 	tests/build-guest-tools
 	tests/build-fio
+
+# The L0 QEMU of the nested KVM host: QEMU 10.0 with the SVM fixes of
+# tests/l0-qemu/, into ~/.cache/pvrs/l0-qemu/ (about 3 minutes, once).
+l0-qemu:
+	tests/build-l0-qemu
 
 host:
 	cargo build --locked --manifest-path host-backend/Cargo.toml --workspace
@@ -53,13 +58,19 @@ check-host:
 check-guest:
 	tests/check --only guest
 
-demo: guest guest-tools
+# The nested platform's SMP workloads RUNS times each (default 20), with a
+# pass/fail table (build/bench/nested-smp.json).
+RUNS ?= 20
+check-nested-smp: guest guest-tools l0-qemu
+	tests/nested-smp-soak --runs $(RUNS)
+
+demo: guest guest-tools l0-qemu
 	tests/demo
 
 # Benchmarks against their C counterparts (and pvrs-vmm against QEMU);
 # results in build/bench/. BENCH=NAME... runs only those (pvcore, balloon,
 # vmm, blk, net; tests/bench lists them).
-bench: guest guest-tools vmm virtio-guest
+bench: guest guest-tools vmm virtio-guest l0-qemu
 	tests/bench $(BENCH)
 
 clean:
