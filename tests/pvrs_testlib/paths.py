@@ -24,7 +24,9 @@ def l0_qemu() -> list[str]:
     if choice == "system" or (not choice and not L0_QEMU.exists()):
         return ["qemu-system-x86_64"]
     binary = Path(choice) if choice else L0_QEMU
-    # Firmware: a share/qemu beside the binary, if there is one, then
-    # Debian's seabios and qemu-system-data (option ROMs).
-    dirs = [binary.resolve().parents[1] / "share" / "qemu", "/usr/share/seabios", "/usr/share/qemu"]
+    # Firmware: a share/qemu beside the binary, if there is one, then where
+    # Debian's QEMU looks (its --firmwarepath): qemu-system-data, seabios,
+    # and ipxe-qemu's option ROMs (efi-virtio.rom for virtio-net-pci).
+    dirs = [binary.resolve().parents[1] / "share" / "qemu", "/usr/share/qemu", "/usr/share/seabios",
+            "/usr/lib/ipxe/qemu"]
     return [str(binary)] + [a for d in dirs if Path(d).is_dir() for a in ("-L", str(d))]
