@@ -24,8 +24,10 @@ def write_script(tmp_path, text, name="s.sh"):
 
 def run(args, timeout=900):
     """Runs tests/run-guest, echoing its output, and returns (status, output)."""
-    # Nested boots occasionally stall or crash before the script runs (an
-    # emulation fault in L1): such a run, and only such a run, is retried once.
+    # Nested runs occasionally stall or crash (an emulation fault in L1):
+    # run_guest repeats those that died before the script ran, and
+    # --retry-hang repeats once a run whose script started but reported no
+    # result. A script's status is never retried.
     proc = subprocess.run([sys.executable, str(RUN_GUEST), "--retry-hang", *args], capture_output=True,
                           text=True, timeout=timeout)
     sys.stdout.write(proc.stdout[-6000:])

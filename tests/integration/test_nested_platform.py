@@ -82,13 +82,13 @@ def test_l1_leaves_svm_to_the_module_a_test_loads(tmp_path):
     l1 = r"""
 echo "L1: kvm_dev_before=$([ -c /dev/kvm ] && echo yes || echo no)"
 echo "L1: modules_before=$(cut -d' ' -f1 /proc/modules | tr '\n' ,)"
-for m in irqbypass kvm kvm-amd; do insmod /usr/bin/$m.ko; done
+for m in @MODULES@; do insmod /usr/bin/$m.ko; done
 echo "L1: kvm_dev_loaded=$([ -c /dev/kvm ] && echo yes || echo no)"
 @L2@ </dev/null >/tmp/l2.out 2>&1
 echo "L1: l2_rc=$? l2_result=$(grep -c 'PVRS-RESULT-@NONCE@-l2: exit=0' /tmp/l2.out)"
-rmmod kvm_amd && rmmod kvm && rmmod irqbypass
+for m in @MODULES_REVERSED@; do rmmod $m; done
 echo "L1: kvm_dev_unloaded=$([ -c /dev/kvm ] && echo yes || echo no)"
-for m in irqbypass kvm kvm-amd; do insmod /usr/bin/$m.ko; done
+for m in @MODULES@; do insmod /usr/bin/$m.ko; done
 echo "L1: kvm_dev_reloaded=$([ -c /dev/kvm ] && echo yes || echo no)"
 dmesg | grep -i -E 'kvm|svm' | sed 's/^/L1-DMESG: /'
 echo "PVRS-RESULT-@NONCE@: exit=0"
@@ -97,11 +97,13 @@ echo "PVRS-RESULT-@NONCE@: exit=0"
         pytest.skip("about the nested L1 host; this machine runs KVM guests directly")
     if not (paths.GUEST_MODULES / "kvm-amd.ko").exists():
         pytest.fail("KVM is not built as modules (tests/kconfig/base.config)")
-    modules = [paths.GUEST_MODULES / f"{m}.ko" for m in guest.module_load_order("kvm-amd")]
+    order = guest.module_load_order("kvm-amd")       # irqbypass, kvm, kvm-amd
     cfg = guest.GuestConfig(host="kvm", script=script(tmp_path, "exit 0\n"), smp=1, quiet=True,
-                            backend="none", l1_files=modules, timeout=600)
+                            backend="none", l1_files=[paths.GUEST_MODULES / f"{m}.ko" for m in order],
+                            timeout=600)
     l2 = guest._guest_qemu_argv(cfg, "/l2/bzImage", "/l2/initrd.gz", [], ["-enable-kvm", "-cpu", "host"])
-    cfg.l1_script = l1.replace("@L2@", shlex.join(l2))
+    cfg.l1_script = (l1.replace("@L2@", shlex.join(l2)).replace("@MODULES@", " ".join(order))
+                     .replace("@MODULES_REVERSED@", " ".join(m.replace("-", "_") for m in reversed(order))))
     res = guest.run_guest(cfg, echo=print)
     assert res.status == 0, (res.reason, res.console[-3000:])
     got = {}

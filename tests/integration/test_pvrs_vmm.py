@@ -487,7 +487,7 @@ finish
 """
     t0 = time.monotonic()
     res = run_in_l1(tmp_path, l2, l1, ["--net", "tap=pvrstap0,mac=52:54:00:12:34:02", "--log=info"],
-                    mem=512, load_modules=net.load_order(driver),
+                    mem=512, load_modules=guest.module_load_order(driver),
                     binaries=[Path("/usr/sbin/ethtool"), Path("/usr/bin/ping")])
     g = tagged(res.console, "NET")
     host = tagged(res.console, "PVRS-L1-NET")

@@ -236,7 +236,7 @@ def script_guest(driver, tmp_path, text, netdev, device, **kw) -> net.guest.Gues
     script = tmp_path / "net-test.sh"
     script.write_text(text)
     kw = {"smp": 2, "mem": 512, "timeout": 400, "quiet": True, "binaries": net.TOOLS, **kw}
-    return net.guest.GuestConfig(host="tcg", script=script, load_modules=net.load_order(driver),
+    return net.guest.GuestConfig(host="tcg", script=script, load_modules=net.guest.module_load_order(driver),
                                  qemu_args=["-netdev", netdev, "-device", f"virtio-net-pci,id=nic0,netdev=n0,{device}"],
                                  **kw)
 

@@ -229,12 +229,14 @@ class GuestSession:
 
 def run_guest_retrying_hangs(cfg: GuestConfig, **kwargs) -> GuestResult:
     """run_guest for tests on the nested KVM host, whose TCG-emulated L1
-    occasionally stalls: a run that ends without any result marker (a hang,
-    or QEMU dying) is retried once, and says so. A script that reported a
-    status, even a failing one, is never retried."""
+    occasionally stalls: a run whose script started but that ends without
+    any result marker (a hang, or QEMU dying) is retried once, and says so.
+    (run_guest itself repeats runs that died before the script started.) A
+    script that reported a status, even a failing one, is never retried."""
     log = kwargs.get("log", lambda msg: print(f"run-guest: {msg}", file=sys.stderr, flush=True))
     result = run_guest(cfg, **kwargs)
-    if result.reason in ("hang", "no-result") and result.host_mode == "nested-kvm":
+    if (result.reason in ("hang", "no-result") and result.host_mode == "nested-kvm"
+            and SCRIPT_STARTED in result.console):
         log(f"retrying once: the nested guest ended without a result ({result.reason}); "
             "its console is in build/logs/guests/")
         result = run_guest(cfg, **kwargs)
@@ -347,10 +349,10 @@ class _Console:
             self.feed(b"\n")
 
 
-BACKENDS = ("kvm_amd", "none")
 # The module each nested-host backend loads in L1 (a file name in the guest
 # kernel's module directory, without .ko), after its dependencies.
 BACKEND_MODULE = {"kvm_amd": "kvm-amd", "none": None}
+BACKENDS = tuple(BACKEND_MODULE)
 
 
 def module_load_order(module: str, modules_dir: Path = paths.GUEST_MODULES) -> list[str]:
@@ -364,6 +366,8 @@ def module_load_order(module: str, modules_dir: Path = paths.GUEST_MODULES) -> l
     for d in deps:
         order += [x for x in module_load_order(d, modules_dir) if x not in order]
     return order + [module]
+
+
 SCRIPT_STARTED = "PVRS-INIT: running the script"
 
 
@@ -435,8 +439,9 @@ def _run_guest_once(cfg: GuestConfig, echo, log) -> GuestResult:
         elif cfg.host == "kvm":
             mode = "nested-kvm"
             l2_vmm = "pvrs-vmm" if cfg.vmm == "pvrs" else "QEMU -enable-kvm"
+            l0_qemu = paths.l0_qemu()
             log("host kvm: nested, since this CPU has no vmx/svm: QEMU TCG -cpu max "
-                f"({paths.l0_qemu()[0]}) runs an L1 Linux with {cfg.backend}, and {l2_vmm} "
+                f"({l0_qemu[0]}) runs an L1 Linux with {cfg.backend}, and {l2_vmm} "
                 "in L1 boots the guest")
             # Inside L1 the disks are L1's virtio disks, in order: /dev/vda, ...
             # (with the options of the images they stand for).
@@ -476,7 +481,7 @@ def _run_guest_once(cfg: GuestConfig, echo, log) -> GuestResult:
                                  quiet=True)
             argv = _guest_qemu_argv(l1_cfg, str(l1_cfg.kernel), str(l1_initrd),
                                     [Disk(_disk(d).path, read_only=_disk(d).read_only) for d in cfg.disks],
-                                    ["-accel", "tcg", "-cpu", "max"], paths.l0_qemu())
+                                    ["-accel", "tcg", "-cpu", "max"], l0_qemu)
         else:
             raise ValueError(f"unknown host {cfg.host!r}")
 

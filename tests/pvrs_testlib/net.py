@@ -45,12 +45,6 @@ def missing(driver: str, modules_dir: Path = paths.GUEST_MODULES) -> str | None:
     raise FileNotFoundError(f"{driver}.ko is missing from {modules_dir}: run `make guest`")
 
 
-def load_order(module: str, modules_dir: Path = paths.GUEST_MODULES) -> list[str]:
-    """`module` after the modules it depends on: virtio_net needs
-    net_failover, which needs failover (guest.module_load_order)."""
-    return guest.module_load_order(module, modules_dir)
-
-
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A port on 127.0.0.1 that is free now (TCP or UDP)."""
     with socket.socket(socket.AF_INET, kind) as s:
@@ -64,7 +58,7 @@ def config(driver: str, mode: str, role: str, netdev: str, mac: str, append: str
     virtio-net-pci NIC (`nic0`) on the QEMU netdev `netdev` (with id n0).
     `kw` are further GuestConfig fields."""
     kw = {"smp": 1, "mem": 512, "timeout": 600, "quiet": True, **kw}
-    return guest.GuestConfig(host="tcg", script=SCRIPT, load_modules=load_order(driver), binaries=TOOLS,
+    return guest.GuestConfig(host="tcg", script=SCRIPT, load_modules=guest.module_load_order(driver), binaries=TOOLS,
                              append=f"pvrs_net={mode} pvrs_net_role={role} {append}".strip(),
                              qemu_args=["-netdev", netdev, "-device", f"virtio-net-pci,id=nic0,netdev=n0,mac={mac}"],
                              **kw)
