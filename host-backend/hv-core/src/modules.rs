@@ -1,0 +1,3 @@
+// The module tree of hv-core, shared by the host crate (`lib.rs`) and the
+// kernel module (`#[path]`-included).  Keep it free of crate-level
+// attributes.
