@@ -1,3 +1,4 @@
 // The module tree of hv-core, shared by the host crate (`lib.rs`) and the
 // kernel module (`#[path]`-included).  Keep it free of crate-level
 // attributes.
+pub mod paging;
