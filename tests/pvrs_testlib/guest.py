@@ -246,14 +246,18 @@ def run_guest_retrying_hangs(cfg: GuestConfig, **kwargs) -> GuestResult:
 # Drivers for devices that also have a C driver: never loaded by default, so
 # that a test says which of the two drives its disk or NIC.
 DEVICE_DRIVERS = {"pvrs_virtio_blk", "pvrs_virtio_net"}
+# Host modules: the hypervisor (pvrs-kvm) is loaded in the nested L1 by the
+# runner (--backend pvrs) or by a test, never in a guest.
+HOST_MODULES = {"pvrs_kvm"}
 
 
 def default_modules(append: str = "", modules_dir: Path = paths.GUEST_MODULES) -> list[str]:
     """The pvrs modules in load order (the hypercall core first), without
-    the virtio block and network drivers (DEVICE_DRIVERS). The Rust
+    the virtio block and network drivers (DEVICE_DRIVERS) and the host
+    modules (HOST_MODULES). The Rust
     clocksource only when the C kvm-clock is off (`no-kvmclock`): otherwise
     the C driver owns the MSRs and pvrs_pvclock refuses to load."""
-    names = sorted(p.stem for p in modules_dir.glob("pvrs_*.ko") if p.stem not in DEVICE_DRIVERS)
+    names = sorted(p.stem for p in modules_dir.glob("pvrs_*.ko") if p.stem not in DEVICE_DRIVERS | HOST_MODULES)
     if "no-kvmclock" not in append.split():
         names = [n for n in names if n != "pvrs_pvclock"]
     order = {"pvrs_hypercall": 0}

@@ -40,3 +40,8 @@ bool rust_helper_x86_kvmclock_in_use(void)
 	return false;
 #endif
 }
+
+bool rust_helper_boot_cpu_has(unsigned int feature)
+{
+	return boot_cpu_has(feature);
+}

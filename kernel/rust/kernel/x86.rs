@@ -77,3 +77,10 @@ pub fn kvmclock_in_use() -> bool {
     // SAFETY: Reads a pointer set once during boot; always safe.
     unsafe { bindings::x86_kvmclock_in_use() }
 }
+
+/// Whether the boot CPU has feature `feature` (an `X86_FEATURE_*` number
+/// of `asm/cpufeatures.h`), as the kernel found or configured it.
+pub fn boot_cpu_has(feature: u32) -> bool {
+    // SAFETY: Reads the boot CPU's capability bits; always safe.
+    unsafe { bindings::boot_cpu_has(feature) }
+}

@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The SVM hardware, as the rest of the module sees it: turning SVM on and
+//! off per CPU, the world switch, and the GIF/IF dance around it.
+//!
+//! This file and `svm_vmrun.S` are the module's only `unsafe` hardware
+//! code; everything they do is described in AMD64 APM vol. 2:
+//! - 15.4 "Enabling SVM": EFER.SVME, VM_CR.SVMDIS, and the host save area
+//!   whose address goes to VM_HSAVE_PA before the first VMRUN;
+//! - 15.5 "VMRUN", 15.6 "#VMEXIT": what the processor saves and loads;
+//! - 15.17 "Global Interrupt Flag, STGI and CLGI";
+//! - 15.5.2 "VMSAVE and VMLOAD": the state VMRUN does not switch (FS, GS,
+//!   TR, LDTR, KernelGsBase, STAR/LSTAR/CSTAR/SFMASK, SYSENTER_*).
+//!
+//! KVM does the same in `arch/x86/kvm/svm/svm.c` (`svm_enable_virtualization_cpu`,
+//! `svm_vcpu_enter_exit`) and `vmenter.S`.
+
+use core::arch::asm;
+use kernel::{
+    alloc::{flags, KVec},
+    bindings, cpu,
+    mm::page_phys_addr,
+    page::Page,
+    prelude::*,
+    x86::{read_msr, write_msr},
+};
+
+const MSR_EFER: u32 = bindings::MSR_EFER;
+const EFER_SVME: u64 = bindings::EFER_SVME as u64;
+const MSR_VM_CR: u32 = bindings::MSR_VM_CR;
+const VM_CR_SVMDIS: u64 = bindings::SVM_VM_CR_SVM_DIS_MASK as u64;
+const MSR_VM_HSAVE_PA: u32 = bindings::MSR_VM_HSAVE_PA;
+
+/// Whether the boot CPU has SVM (CPUID 8000_0001h ECX bit 2).
+pub fn cpu_has_svm() -> bool {
+    kernel::x86::boot_cpu_has(bindings::X86_FEATURE_SVM)
+}
+
+/// The per-CPU pages SVM needs: the host save area that VM_HSAVE_PA names
+/// (the processor's own, APM 15.30.4), and a VMCB-format page for the host
+/// state that VMSAVE/VMLOAD switch around each VMRUN.
+pub struct HostCpuPages {
+    hsave: KVec<Page>,
+    host_vmsave: KVec<Page>,
+}
+
+impl HostCpuPages {
+    /// Pages for every possible CPU, so that a CPU coming online later
+    /// finds its own.
+    pub fn new() -> Result<Self> {
+        let n = cpu::nr_cpu_ids() as usize;
+        let mut hsave = KVec::with_capacity(n, flags::GFP_KERNEL)?;
+        let mut host_vmsave = KVec::with_capacity(n, flags::GFP_KERNEL)?;
+        for _ in 0..n {
+            hsave.push(
+                Page::alloc_page(flags::GFP_KERNEL | flags::__GFP_ZERO)?,
+                flags::GFP_KERNEL,
+            )?;
+            host_vmsave.push(
+                Page::alloc_page(flags::GFP_KERNEL | flags::__GFP_ZERO)?,
+                flags::GFP_KERNEL,
+            )?;
+        }
+        Ok(Self { hsave, host_vmsave })
+    }
+
+    /// The physical address of `cpu`'s host VMSAVE area.
+    pub fn host_vmsave_pa(&self, cpu: u32) -> Option<u64> {
+        self.host_vmsave.get(cpu as usize).map(page_phys_addr)
+    }
+
+    fn hsave_pa(&self, cpu: u32) -> Option<u64> {
+        self.hsave.get(cpu as usize).map(page_phys_addr)
+    }
+}
+
+/// Whether SVM is on on the current CPU (EFER.SVME), i.e. some hypervisor
+/// owns it.
+pub fn enabled_on_this_cpu() -> bool {
+    // SAFETY: Reading EFER has no side effect.
+    unsafe { read_msr(MSR_EFER) }.is_ok_and(|efer| efer & EFER_SVME != 0)
+}
+
+/// Turns SVM on on the current CPU, which must be `cpu`.
+///
+/// Refuses with EBUSY when EFER.SVME is already set: another hypervisor
+/// (kvm_amd) owns SVM on this CPU, and sharing it would let one overwrite
+/// the other's VM_HSAVE_PA or turn SVM off under it. Refuses with ENODEV
+/// when the firmware disabled SVM (VM_CR.SVMDIS).
+pub fn enable_on_this_cpu(pages: &HostCpuPages, cpu: u32) -> Result {
+    let hsave = pages.hsave_pa(cpu).ok_or(EINVAL)?;
+    // SAFETY: Reading EFER and VM_CR has no side effect.
+    let (efer, vm_cr) = unsafe { (read_msr(MSR_EFER)?, read_msr(MSR_VM_CR)?) };
+    if efer & EFER_SVME != 0 {
+        pr_err!("CPU{}: SVM is already enabled (is kvm_amd loaded?)\n", cpu);
+        return Err(EBUSY);
+    }
+    if vm_cr & VM_CR_SVMDIS != 0 {
+        pr_err!(
+            "CPU{}: SVM is disabled by the firmware (VM_CR.SVMDIS)\n",
+            cpu
+        );
+        return Err(ENODEV);
+    }
+    // SAFETY: SVME was clear, so no other hypervisor uses this CPU; the
+    // host save area is a page of ours that lives until `disable` has run
+    // on every CPU (the hotplug registration is dropped before the pages).
+    unsafe {
+        write_msr(MSR_EFER, efer | EFER_SVME)?;
+        write_msr(MSR_VM_HSAVE_PA, hsave)?;
+    }
+    Ok(())
+}
+
+/// Turns SVM off on the current CPU, if it is on: VM_HSAVE_PA back to 0,
+/// GIF set (a CPU left with GIF=0 would never take an interrupt again),
+/// then EFER.SVME clear. Also called in the emergency-reboot path, so it
+/// takes no lock and allocates nothing.
+pub fn disable_on_this_cpu() {
+    // SAFETY: Reading EFER has no side effect.
+    let Ok(efer) = (unsafe { read_msr(MSR_EFER) }) else {
+        return;
+    };
+    if efer & EFER_SVME == 0 {
+        return;
+    }
+    // SAFETY: No vCPU runs on this CPU (the callers run when the module
+    // stops using the CPU, or when the machine goes down); STGI is valid
+    // while SVME is set; clearing SVME afterwards is the documented way out.
+    unsafe {
+        let _ = write_msr(MSR_VM_HSAVE_PA, 0);
+        asm!("stgi", options(nostack, nomem));
+        let _ = write_msr(MSR_EFER, efer & !EFER_SVME);
+    }
+}
+
+/// The guest's general-purpose registers that VMRUN does not switch (RAX,
+/// RSP, RIP and RFLAGS are in the VMCB), in the order `svm_vmrun.S`
+/// expects: the hardware register numbers, with the RAX and RSP slots
+/// unused.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct GuestGprs {
+    /// Indexed by the x86 register number (0 = RAX ... 15 = R15).
+    pub regs: [u64; 16],
+}
+
+extern "C" {
+    /// The world switch (`svm_vmrun.S`): VMSAVE the host's extra state to
+    /// `host_vmsave_pa`, load the guest's GPRs, VMLOAD + VMRUN + VMSAVE the
+    /// guest's VMCB, store the guest's GPRs, VMLOAD the host's state back.
+    fn pvrs_svm_vmrun(vmcb_pa: u64, gprs: *mut GuestGprs, host_vmsave_pa: u64);
+}
+
+/// Runs the guest of `vmcb_pa` until the next #VMEXIT.
+///
+/// The caller has preemption and interrupts disabled: this clears GIF,
+/// sets IF (so that with V_INTR_MASKING a host interrupt ends the guest's
+/// slice with an INTR exit instead of waiting for a natural exit), runs
+/// the guest, then clears IF and sets GIF again; the host interrupt that
+/// caused the exit is taken when the caller re-enables interrupts.
+///
+/// # Safety
+///
+/// `vmcb_pa` must be the physical address of a valid VMCB (one VMRUN's
+/// consistency checks accept, or the exit is VMEXIT_INVALID) whose nested
+/// page tables only map memory the guest may use; SVM must be on on this
+/// CPU and `host_vmsave_pa` must be this CPU's host VMSAVE area.
+pub unsafe fn run_guest(vmcb_pa: u64, gprs: &mut GuestGprs, host_vmsave_pa: u64) {
+    // SAFETY: The caller guarantees SVM is on and the addresses are right.
+    // CLGI holds off interrupts, NMIs and SMIs from here to STGI, so no
+    // host handler runs with the guest's GS base or TR loaded; STI inside
+    // that window only arms V_INTR_MASKING's view of the host IF.
+    unsafe {
+        asm!("clgi", "sti", options(nostack, nomem));
+        pvrs_svm_vmrun(vmcb_pa, gprs, host_vmsave_pa);
+        asm!("cli", "stgi", options(nostack, nomem));
+    }
+}
+
+/// The emergency-reboot hook (kexec, panic, `emergency_restart`): the
+/// kernel calls it on every CPU, in NMI context, before it resets the
+/// machine; a CPU left in SVM mode could not run the next kernel's INIT.
+unsafe extern "C" fn emergency_disable() {
+    disable_on_this_cpu();
+}
+
+/// The emergency-reboot hook, registered while the module has SVM on.
+/// The kernel has a single slot, which KVM also uses: it is only free
+/// because SVM was off (kvm_amd is not active) when this module loaded.
+pub struct EmergencyHook(());
+
+impl EmergencyHook {
+    /// Registers the hook.
+    pub fn register() -> Self {
+        // SAFETY: `emergency_disable` is a valid callback for the whole
+        // time it is registered (until `drop`, before the module goes).
+        unsafe { bindings::cpu_emergency_register_virt_callback(Some(emergency_disable)) };
+        Self(())
+    }
+}
+
+impl Drop for EmergencyHook {
+    fn drop(&mut self) {
+        // SAFETY: Registered in `register`; the call waits for a running
+        // callback to finish (it uses RCU), so the code stays valid.
+        unsafe { bindings::cpu_emergency_unregister_virt_callback(Some(emergency_disable)) };
+    }
+}
