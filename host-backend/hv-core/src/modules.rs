@@ -2,3 +2,9 @@
 // kernel module (`#[path]`-included).  Keep it free of crate-level
 // attributes.
 pub mod paging;
+#[macro_use]
+mod pinned;
+pub mod asid;
+pub mod msr;
+pub mod svm;
+pub mod vendor;
