@@ -8,3 +8,4 @@ pub mod asid;
 pub mod msr;
 pub mod svm;
 pub mod vendor;
+pub mod kvm_api;
