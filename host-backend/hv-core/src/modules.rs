@@ -9,3 +9,6 @@ pub mod msr;
 pub mod svm;
 pub mod vendor;
 pub mod kvm_api;
+pub mod memslot;
+pub mod npt;
+pub mod cpuid;

@@ -25,6 +25,11 @@
 //!   bits; it needs only `linux/bits.h`, whose macros the shim provides.
 //! - `arch/x86/kvm/svm/svm.h`: the VMCB clean-bit enum, extracted as text
 //!   (the header itself needs KVM's internals).
+//! - The memslot and CPUID limits and flags hv-core uses, extracted as
+//!   single `#define` lines from `include/uapi/linux/kvm.h`,
+//!   `arch/x86/include/uapi/asm/kvm.h`, `include/linux/kvm_host.h` and
+//!   `arch/x86/include/asm/kvm_host.h` (none of which compiles alone from
+//!   userspace); only these names are in scope there.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -44,6 +49,43 @@ const SVM_H: &str = "arch/x86/include/asm/svm.h";
 const MSR_INDEX_H: &str = "arch/x86/include/asm/msr-index.h";
 const HYPERV_TLFS_H: &str = "arch/x86/include/asm/hyperv-tlfs.h";
 const KVM_SVM_H: &str = "arch/x86/kvm/svm/svm.h";
+
+/// Single-line defines copied into the C program: (header, name).  x86's
+/// kvm_host.h comes before the generic one so its values win, as in the
+/// kernel (the generic one only supplies defaults under `#ifndef`).
+const EXTRACTED_DEFINES: [(&str, &str); 9] = [
+    ("include/uapi/linux/kvm.h", "KVM_MEM_LOG_DIRTY_PAGES"),
+    ("include/uapi/linux/kvm.h", "KVM_MEM_READONLY"),
+    ("include/uapi/linux/kvm.h", "KVM_MEM_GUEST_MEMFD"),
+    ("arch/x86/include/asm/kvm_host.h", "KVM_INTERNAL_MEM_SLOTS"),
+    ("arch/x86/include/asm/kvm_host.h", "KVM_MAX_CPUID_ENTRIES"),
+    ("include/linux/kvm_host.h", "KVM_MEM_SLOTS_NUM"),
+    ("include/linux/kvm_host.h", "KVM_USER_MEM_SLOTS"),
+    ("include/linux/kvm_host.h", "KVM_MEM_MAX_NR_PAGES"),
+    (
+        "arch/x86/include/uapi/asm/kvm.h",
+        "KVM_CPUID_FLAG_SIGNIFCANT_INDEX",
+    ),
+];
+
+/// The `#define NAME ...` line of `name` in `text` (one line; none of the
+/// extracted defines continues).
+fn define_line(text: &str, name: &str) -> String {
+    text.lines()
+        .find(|line| {
+            let rest = line.trim_start();
+            let Some(rest) = rest.strip_prefix('#') else {
+                return false;
+            };
+            let Some(rest) = rest.trim_start().strip_prefix("define") else {
+                return false;
+            };
+            identifier_at(rest.trim_start()) == name
+        })
+        .unwrap_or_else(|| panic!("no #define {name}"))
+        .trim_start()
+        .to_string()
+}
 
 /// `#define`s of the two svm.h headers that hv-core does not mirror, by
 /// name prefix, and why.  Everything else they define must be a crate
@@ -205,6 +247,8 @@ fn crate_constants() -> Vec<(&'static str, u64, u32)> {
         exit::EXIT_INFO_CONSTANTS,
         event::EVENT_CONSTANTS,
         hv_core::msr::MSR_CONSTANTS,
+        hv_core::memslot::MEMSLOT_CONSTANTS,
+        hv_core::cpuid::CPUID_CONSTANTS,
     ]
     .concat()
 }
@@ -446,6 +490,7 @@ fn write_shim_headers(dir: &Path, tree: &Path) {
 fn c_program(tree: &Path, checks: &[Check]) -> String {
     let mut program = String::from(
         "#include <assert.h>\n\
+         #include <limits.h>\n\
          #include <stdbool.h>\n\
          #include <stddef.h>\n\
          #include <stdint.h>\n\
@@ -472,6 +517,14 @@ fn c_program(tree: &Path, checks: &[Check]) -> String {
     );
     for file in [UAPI_SVM_H, SVM_H, MSR_INDEX_H] {
         program.push_str(&c_include(tree, file));
+    }
+    for (header, name) in EXTRACTED_DEFINES {
+        writeln!(
+            program,
+            "/* From {header}. */\n{}",
+            define_line(&read(tree, header), name)
+        )
+        .unwrap();
     }
     writeln!(
         program,
@@ -622,8 +675,13 @@ fn nothing_in_scope_is_forgotten() {
     );
 
     // Every crate name is a define or enumerator of the headers (the
-    // msr-index.h names are checked by the C compiler alone).
-    let msr_names: BTreeSet<&str> = hv_core::msr::MSR_CONSTANTS.iter().map(|c| c.0).collect();
+    // msr-index.h names and the extracted defines are checked by the C
+    // compiler alone: a missing name does not compile).
+    let msr_names: BTreeSet<&str> = hv_core::msr::MSR_CONSTANTS
+        .iter()
+        .map(|c| c.0)
+        .chain(EXTRACTED_DEFINES.iter().map(|(_, name)| *name))
+        .collect();
     let known: BTreeSet<&str> = defines
         .iter()
         .chain(&enum_names)
