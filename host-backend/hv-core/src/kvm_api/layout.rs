@@ -414,7 +414,9 @@ kvm_struct! {
 
 kvm_struct! {
     /// One GSI route (the entries of [`kvm_irq_routing`]); `u` is a union
-    /// whose meaning `type_` selects, see [`super::decode::GsiRoute`].
+    /// whose meaning `type_` selects, see [`super::decode::GsiRoute`].  The
+    /// union's s390 member holds `__u64`s, hence the alignment of 8.
+    #[repr(align(8))]
     pub struct kvm_irq_routing_entry {
         pub gsi: u32,
         pub type_: u32,
