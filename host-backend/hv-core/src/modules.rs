@@ -12,3 +12,4 @@ pub mod kvm_api;
 pub mod memslot;
 pub mod npt;
 pub mod cpuid;
+pub mod x86;

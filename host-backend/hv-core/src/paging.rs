@@ -78,6 +78,20 @@ pub trait GuestMemory {
     fn read_u32(&mut self, gpa: u64) -> Result<u32, MemoryError>;
     /// Reads the little-endian 64-bit value at `gpa`.
     fn read_u64(&mut self, gpa: u64) -> Result<u64, MemoryError>;
+
+    /// Fills `buffer` from `gpa` on (used to fetch instruction bytes; the
+    /// callers never cross a page).  The default reads the aligned
+    /// 32-bit words that cover the range; an implementation with direct
+    /// access to the page can copy instead.
+    fn read_bytes(&mut self, gpa: u64, buffer: &mut [u8]) -> Result<(), MemoryError> {
+        let mut address = gpa;
+        for byte in buffer.iter_mut() {
+            let word = self.read_u32(address & !3)?;
+            *byte = (word >> (8 * (address & 3))) as u8;
+            address = address.wrapping_add(1);
+        }
+        Ok(())
+    }
 }
 
 /// Setting accessed and dirty flags in guest paging structures.
@@ -677,11 +691,7 @@ impl Walk<'_> {
         // long mode, with CR4.PKE.  Write-disable binds supervisor
         // writes only with CR0.WP=1.
         let long_mode = self.layout.canonical_bits.is_some();
-        if long_mode
-            && cr4 & CR4_PKE != 0
-            && rights.user
-            && self.access.kind != AccessKind::Fetch
-        {
+        if long_mode && cr4 & CR4_PKE != 0 && rights.user && self.access.kind != AccessKind::Fetch {
             let key = ((leaf_entry >> PROTECTION_KEY_SHIFT) & 0xf) as u32;
             let access_disabled = self.regs.pkru >> (2 * key) & 1 != 0;
             let write_disabled = self.regs.pkru >> (2 * key + 1) & 1 != 0;

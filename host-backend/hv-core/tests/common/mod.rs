@@ -47,7 +47,7 @@ impl SparseMemory {
         self.write_bytes(gpa, &value.to_le_bytes());
     }
 
-    pub fn read_bytes(&self, gpa: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+    pub fn load(&self, gpa: u64, out: &mut [u8]) -> Result<(), MemoryError> {
         for (i, byte) in out.iter_mut().enumerate() {
             let address = gpa.checked_add(i as u64).ok_or(MemoryError::Unmapped)?;
             let page = self
@@ -61,7 +61,7 @@ impl SparseMemory {
 
     pub fn peek_u64(&self, gpa: u64) -> u64 {
         let mut bytes = [0; 8];
-        self.read_bytes(gpa, &mut bytes).unwrap();
+        self.load(gpa, &mut bytes).unwrap();
         u64::from_le_bytes(bytes)
     }
 }
@@ -69,13 +69,13 @@ impl SparseMemory {
 impl GuestMemory for SparseMemory {
     fn read_u32(&mut self, gpa: u64) -> Result<u32, MemoryError> {
         let mut bytes = [0; 4];
-        self.read_bytes(gpa, &mut bytes)?;
+        self.load(gpa, &mut bytes)?;
         Ok(u32::from_le_bytes(bytes))
     }
 
     fn read_u64(&mut self, gpa: u64) -> Result<u64, MemoryError> {
         let mut bytes = [0; 8];
-        self.read_bytes(gpa, &mut bytes)?;
+        self.load(gpa, &mut bytes)?;
         Ok(u64::from_le_bytes(bytes))
     }
 }
