@@ -1,0 +1,366 @@
+//! The register ioctls, KVM_GET/SET_REGS and KVM_GET/SET_SREGS
+//! (`Documentation/virt/kvm/api.rst` 4.11-4.14), on any vendor's vCPU.
+//!
+//! `kvm_segment` spells a segment's attributes out field by field; the
+//! VMCB keeps them packed in 12 bits (AMD APM vol. 2, 15.5.1, "Segment
+//! state in the VMCB": type 3:0, S 4, DPL 6:5, P 7, AVL 8, L 9, D/B 10,
+//! G 11), which is also what [`Segment::attributes`] holds.  KVM's
+//! `unusable` flag has no SVM counterpart: like KVM's SVM code, an unusable
+//! segment is stored as not present, and a non-present one reads back as
+//! unusable.
+//!
+//! KVM_SET_SREGS is refused (EINVAL) for the combinations KVM refuses in
+//! `kvm_is_valid_sregs`: long mode without PAE paging, and CR0.PG without
+//! CR0.PE.  `interrupt_bitmap` (a pending external interrupt) is only
+//! meaningful with an in-kernel irqchip, which this backend does not have
+//! yet: a set bit is refused rather than dropped.
+
+use crate::kvm_api::layout::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
+use crate::vendor::{Gpr, Segment, SegmentRegister, VendorVcpu};
+
+const CR0_PE: u64 = 1 << 0;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+
+/// Why a register write is refused (all EINVAL for KVM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegsError {
+    /// EFER.LME/LMA with paging on but CR4.PAE off, or LMA without LME.
+    LongModeWithoutPae,
+    /// CR0.PG without CR0.PE.
+    PagingWithoutProtection,
+    /// A pending interrupt in `interrupt_bitmap` without an irqchip.
+    PendingInterrupt,
+}
+
+impl RegsError {
+    /// The errno KVM returns (EINVAL).
+    pub fn errno(self) -> i32 {
+        22
+    }
+}
+
+/// The order of `kvm_regs`' general-purpose fields, by register.
+fn regs_fields(regs: &mut kvm_regs) -> [(Gpr, &mut u64); 16] {
+    [
+        (Gpr::Rax, &mut regs.rax),
+        (Gpr::Rbx, &mut regs.rbx),
+        (Gpr::Rcx, &mut regs.rcx),
+        (Gpr::Rdx, &mut regs.rdx),
+        (Gpr::Rsi, &mut regs.rsi),
+        (Gpr::Rdi, &mut regs.rdi),
+        (Gpr::Rsp, &mut regs.rsp),
+        (Gpr::Rbp, &mut regs.rbp),
+        (Gpr::R8, &mut regs.r8),
+        (Gpr::R9, &mut regs.r9),
+        (Gpr::R10, &mut regs.r10),
+        (Gpr::R11, &mut regs.r11),
+        (Gpr::R12, &mut regs.r12),
+        (Gpr::R13, &mut regs.r13),
+        (Gpr::R14, &mut regs.r14),
+        (Gpr::R15, &mut regs.r15),
+    ]
+}
+
+/// KVM_GET_REGS.
+pub fn get_regs(vcpu: &impl VendorVcpu) -> kvm_regs {
+    let mut regs = kvm_regs {
+        rax: 0,
+        rbx: 0,
+        rcx: 0,
+        rdx: 0,
+        rsi: 0,
+        rdi: 0,
+        rsp: 0,
+        rbp: 0,
+        r8: 0,
+        r9: 0,
+        r10: 0,
+        r11: 0,
+        r12: 0,
+        r13: 0,
+        r14: 0,
+        r15: 0,
+        rip: vcpu.rip(),
+        rflags: vcpu.rflags(),
+    };
+    for (gpr, field) in regs_fields(&mut regs) {
+        *field = vcpu.gpr(gpr);
+    }
+    regs
+}
+
+/// KVM_SET_REGS.  RFLAGS bit 1 is forced on (it always reads as 1; a VMRUN
+/// with it clear is still accepted, but the guest must never see 0 there).
+pub fn set_regs(vcpu: &mut impl VendorVcpu, regs: &kvm_regs) {
+    let mut copy = *regs;
+    for (gpr, field) in regs_fields(&mut copy) {
+        vcpu.set_gpr(gpr, *field);
+    }
+    vcpu.set_rip(regs.rip);
+    vcpu.set_rflags(regs.rflags | 0x2);
+}
+
+/// Packs `kvm_segment` into the VMCB's attribute format.
+pub fn segment_from_kvm(segment: &kvm_segment) -> Segment {
+    let present = segment.present != 0 && segment.unusable == 0;
+    let attributes = u16::from(segment.type_ & 0xf)
+        | u16::from(segment.s & 1) << 4
+        | u16::from(segment.dpl & 3) << 5
+        | u16::from(present) << 7
+        | u16::from(segment.avl & 1) << 8
+        | u16::from(segment.l & 1) << 9
+        | u16::from(segment.db & 1) << 10
+        | u16::from(segment.g & 1) << 11;
+    Segment {
+        selector: segment.selector,
+        attributes,
+        limit: segment.limit,
+        base: segment.base,
+    }
+}
+
+/// Unpacks the VMCB's attribute format into `kvm_segment`.
+pub fn segment_to_kvm(segment: &Segment) -> kvm_segment {
+    let a = segment.attributes;
+    let bit = |n: u16| ((a >> n) & 1) as u8;
+    let present = bit(7);
+    kvm_segment {
+        base: segment.base,
+        limit: segment.limit,
+        selector: segment.selector,
+        type_: (a & 0xf) as u8,
+        present,
+        dpl: ((a >> 5) & 3) as u8,
+        db: bit(10),
+        s: bit(4),
+        l: bit(9),
+        g: bit(11),
+        avl: bit(8),
+        unusable: u8::from(present == 0),
+        padding: 0,
+    }
+}
+
+fn dtable_to_kvm(segment: &Segment) -> kvm_dtable {
+    kvm_dtable {
+        base: segment.base,
+        limit: segment.limit as u16,
+        padding: [0; 3],
+    }
+}
+
+fn dtable_from_kvm(table: &kvm_dtable) -> Segment {
+    Segment {
+        selector: 0,
+        attributes: 0,
+        limit: u32::from(table.limit),
+        base: table.base,
+    }
+}
+
+const SEGMENTS: [SegmentRegister; 8] = [
+    SegmentRegister::Cs,
+    SegmentRegister::Ds,
+    SegmentRegister::Es,
+    SegmentRegister::Fs,
+    SegmentRegister::Gs,
+    SegmentRegister::Ss,
+    SegmentRegister::Tr,
+    SegmentRegister::Ldtr,
+];
+
+fn sregs_segment(sregs: &mut kvm_sregs, register: SegmentRegister) -> Option<&mut kvm_segment> {
+    Some(match register {
+        SegmentRegister::Cs => &mut sregs.cs,
+        SegmentRegister::Ds => &mut sregs.ds,
+        SegmentRegister::Es => &mut sregs.es,
+        SegmentRegister::Fs => &mut sregs.fs,
+        SegmentRegister::Gs => &mut sregs.gs,
+        SegmentRegister::Ss => &mut sregs.ss,
+        SegmentRegister::Tr => &mut sregs.tr,
+        SegmentRegister::Ldtr => &mut sregs.ldt,
+        SegmentRegister::Gdtr | SegmentRegister::Idtr => return None,
+    })
+}
+
+/// KVM_GET_SREGS.  `cr8` is 0 and `apic_base` is the caller's (both
+/// belong to the local APIC, which lives outside the vendor state).
+pub fn get_sregs(vcpu: &impl VendorVcpu, apic_base: u64) -> kvm_sregs {
+    let blank = segment_to_kvm(&Segment::default());
+    let mut sregs = kvm_sregs {
+        cs: blank,
+        ds: blank,
+        es: blank,
+        fs: blank,
+        gs: blank,
+        ss: blank,
+        tr: blank,
+        ldt: blank,
+        gdt: dtable_to_kvm(&vcpu.segment(SegmentRegister::Gdtr)),
+        idt: dtable_to_kvm(&vcpu.segment(SegmentRegister::Idtr)),
+        cr0: vcpu.cr0(),
+        cr2: vcpu.cr2(),
+        cr3: vcpu.cr3(),
+        cr4: vcpu.cr4(),
+        cr8: 0,
+        efer: vcpu.efer(),
+        apic_base,
+        interrupt_bitmap: [0; 4],
+    };
+    for register in SEGMENTS {
+        let value = segment_to_kvm(&vcpu.segment(register));
+        if let Some(slot) = sregs_segment(&mut sregs, register) {
+            *slot = value;
+        }
+    }
+    sregs
+}
+
+/// Checks `sregs` as KVM's `kvm_is_valid_sregs` does (for what this
+/// backend supports), without changing anything.
+pub fn check_sregs(sregs: &kvm_sregs) -> Result<(), RegsError> {
+    if sregs.efer & EFER_LME != 0 && sregs.cr0 & CR0_PG != 0 && sregs.cr4 & CR4_PAE == 0 {
+        return Err(RegsError::LongModeWithoutPae);
+    }
+    if sregs.efer & EFER_LMA != 0 && sregs.efer & EFER_LME == 0 {
+        return Err(RegsError::LongModeWithoutPae);
+    }
+    if sregs.cr0 & CR0_PG != 0 && sregs.cr0 & CR0_PE == 0 {
+        return Err(RegsError::PagingWithoutProtection);
+    }
+    if sregs.interrupt_bitmap.iter().any(|word| *word != 0) {
+        return Err(RegsError::PendingInterrupt);
+    }
+    Ok(())
+}
+
+/// KVM_SET_SREGS: all or nothing (checked first).  The caller flushes the
+/// guest's TLB afterwards (KVM does, since CR3/CR4/EFER may have changed).
+pub fn set_sregs(vcpu: &mut impl VendorVcpu, sregs: &kvm_sregs) -> Result<(), RegsError> {
+    check_sregs(sregs)?;
+    let mut copy = *sregs;
+    for register in SEGMENTS {
+        if let Some(slot) = sregs_segment(&mut copy, register) {
+            vcpu.set_segment(register, segment_from_kvm(slot));
+        }
+    }
+    vcpu.set_segment(SegmentRegister::Gdtr, dtable_from_kvm(&sregs.gdt));
+    vcpu.set_segment(SegmentRegister::Idtr, dtable_from_kvm(&sregs.idt));
+    vcpu.set_cr0(sregs.cr0);
+    vcpu.set_cr2(sregs.cr2);
+    vcpu.set_cr3(sregs.cr3);
+    vcpu.set_cr4(sregs.cr4);
+    // LMA follows from LME and CR0.PG (the processor sets it); KVM takes
+    // userspace's value, which must agree (checked above for LMA w/o LME).
+    let mut efer = sregs.efer;
+    if efer & EFER_LME != 0 && sregs.cr0 & CR0_PG != 0 {
+        efer |= EFER_LMA;
+    }
+    vcpu.set_efer(efer);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::svm::{SvmFeatures, SvmVcpu, VmcbAddresses};
+    use std::boxed::Box;
+
+    fn vcpu() -> Box<SvmVcpu> {
+        Box::new(SvmVcpu::new(SvmFeatures::TCG, VmcbAddresses::default()))
+    }
+
+    #[test]
+    fn regs_round_trip_every_register() {
+        let mut v = vcpu();
+        let mut regs = get_regs(&*v);
+        for (i, (_, field)) in regs_fields(&mut regs).into_iter().enumerate() {
+            *field = 0x1000 + i as u64;
+        }
+        regs.rip = 0xfff0;
+        regs.rflags = 0x200;
+        set_regs(&mut *v, &regs);
+        let back = get_regs(&*v);
+        assert_eq!(back.rax, 0x1000);
+        assert_eq!(back.rsp, 0x1006);
+        assert_eq!(back.r15, 0x100f);
+        assert_eq!(back.rip, 0xfff0);
+        assert_eq!(back.rflags, 0x202, "bit 1 always reads as 1");
+    }
+
+    #[test]
+    fn segment_attributes_pack_as_the_vmcb_wants() {
+        // A 64-bit code segment: type 0xb, S, DPL 0, P, L, G.
+        let kvm = kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector: 0x10,
+            type_: 0xb,
+            present: 1,
+            dpl: 0,
+            db: 0,
+            s: 1,
+            l: 1,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        let packed = segment_from_kvm(&kvm);
+        assert_eq!(packed.attributes, 0xa9b);
+        assert_eq!(segment_to_kvm(&packed), kvm);
+    }
+
+    #[test]
+    fn unusable_segments_are_not_present() {
+        let mut kvm = segment_to_kvm(&Segment::default());
+        assert_eq!(kvm.unusable, 1);
+        kvm.present = 1;
+        kvm.unusable = 1;
+        assert_eq!(segment_from_kvm(&kvm).attributes & 0x80, 0);
+    }
+
+    #[test]
+    fn sregs_round_trip_and_lma_follows_lme() {
+        let mut v = vcpu();
+        let mut sregs = get_sregs(&*v, 0xfee0_0900);
+        assert_eq!(sregs.apic_base, 0xfee0_0900);
+        sregs.cr0 = CR0_PE | CR0_PG;
+        sregs.cr4 = CR4_PAE;
+        sregs.cr3 = 0x9000;
+        sregs.efer = EFER_LME;
+        sregs.cs.l = 1;
+        sregs.cs.present = 1;
+        sregs.cs.unusable = 0;
+        sregs.gdt.base = 0x500;
+        sregs.gdt.limit = 0x1f;
+        set_sregs(&mut *v, &sregs).unwrap();
+        let back = get_sregs(&*v, 0);
+        assert_eq!(back.cr3, 0x9000);
+        assert_eq!(back.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
+        assert_eq!(back.cs.l, 1);
+        assert_eq!(back.gdt.base, 0x500);
+        assert_eq!(back.gdt.limit, 0x1f);
+    }
+
+    #[test]
+    fn invalid_sregs_change_nothing() {
+        let mut v = vcpu();
+        let before = get_sregs(&*v, 0);
+        let mut bad = before;
+        bad.cr0 = CR0_PG;
+        bad.cr3 = 0x1234_5000;
+        assert_eq!(set_sregs(&mut *v, &bad), Err(RegsError::PagingWithoutProtection));
+        assert_eq!(get_sregs(&*v, 0).cr3, before.cr3);
+        let mut bad = before;
+        bad.cr0 = CR0_PE | CR0_PG;
+        bad.efer = EFER_LME;
+        assert_eq!(set_sregs(&mut *v, &bad), Err(RegsError::LongModeWithoutPae));
+        let mut bad = before;
+        bad.interrupt_bitmap[1] = 1;
+        assert_eq!(set_sregs(&mut *v, &bad), Err(RegsError::PendingInterrupt));
+    }
+}
