@@ -13,3 +13,4 @@ pub mod memslot;
 pub mod npt;
 pub mod cpuid;
 pub mod x86;
+pub mod regs;
