@@ -3,14 +3,21 @@
 //! ```text
 //! pvrs-vmm --kernel bzImage [--initrd F] [--cmdline S] [--cpus N] [--mem MiB]
 //!          [--blk path[,ro]]... [--net tap=NAME[,mac=M]]... [--balloon[=OPTS]]
-//!          [--control SOCKET]
+//!          [--control SOCKET] [--kvm-dev PATH] [--kvm-without FEATURES]
 //! pvrs-vmm control SOCKET COMMAND...
 //! ```
+//!
+//! `--kvm-dev` names the KVM device (default `/dev/kvm`), for example
+//! pvrs-kvm's `/dev/pvrs`; see [`crate::capabilities`] for what the VMM
+//! does when that device lacks optional features, and `--kvm-without` to
+//! try those fallbacks on a device that has everything.
 //!
 //! Options take their value either as the next argument or after `=`.
 
 use std::fmt;
 use std::path::PathBuf;
+
+use crate::capabilities::{FeatureSet, DEFAULT_KVM_DEV};
 
 /// The most vCPUs a VM may have (ACPI MADT processor entries use 8-bit
 /// APIC IDs; the guest kernel config has `NR_CPUS=8`, this leaves room).
@@ -79,6 +86,12 @@ pub struct VmConfig {
     /// Test fault injection: every Nth used-ring entry claims more bytes
     /// than the device wrote (0: off). See `virtio::queue::set_hostile_used_len`.
     pub hostile_used_len: u32,
+    /// The KVM device: `/dev/kvm`, or another device with the KVM ioctl
+    /// API such as pvrs-kvm's `/dev/pvrs`.
+    pub kvm_dev: PathBuf,
+    /// Optional KVM features to treat as missing even where the device has
+    /// them, to exercise the fallbacks (see [`crate::capabilities`]).
+    pub kvm_without: FeatureSet,
 }
 
 /// What the command line asks for.
@@ -121,8 +134,9 @@ pub const USAGE: &str = "\
 usage: pvrs-vmm --kernel IMAGE [options]
        pvrs-vmm control SOCKET COMMAND...
 
-Boots a Linux bzImage (or a PVH-capable ELF vmlinux) on /dev/kvm with a
-16550 serial console on stdin/stdout and virtio-mmio devices.
+Boots a Linux bzImage (or a PVH-capable ELF vmlinux) on /dev/kvm (or
+another device with the KVM API, --kvm-dev) with a 16550 serial console on
+stdin/stdout and virtio-mmio devices.
 
 options:
   --kernel IMAGE          guest kernel (bzImage, or ELF vmlinux with a PVH note)
@@ -135,6 +149,15 @@ options:
   --balloon[=OPTS]        virtio-balloon; OPTS: target=MIB,deflate_on_oom,stats=SECS
   --control SOCKET        accept control commands on this UNIX socket
   --log LEVEL             error|warn|info|debug|trace (default: $PVRS_VMM_LOG or warn)
+  --kvm-dev PATH          the KVM device to use (default: /dev/kvm), e.g. /dev/pvrs;
+                          optional features it lacks (KVM_CHECK_EXTENSION) are done
+                          without: no irqchip means no interrupts reach the guest
+                          and one vCPU only, no ioeventfd means queue notifications
+                          come as MMIO exits, no KVM_GET_SUPPORTED_CPUID means a
+                          minimal guest CPUID; `--log info` shows which
+  --kvm-without LIST      treat these KVM features as missing (testing the fallbacks):
+                          comma-separated irqchip, pit2, irqfd, ioeventfd,
+                          set-tss-addr, set-identity-map-addr, ext-cpuid, or all
   --hostile-used-len N    testing guest drivers: every Nth used-ring entry claims
                           64 KiB more than was written (a lying device)
   --help, --version
@@ -176,6 +199,8 @@ where
     let mut control = None;
     let mut log_level = None;
     let mut hostile_used_len = 0;
+    let mut kvm_dev = PathBuf::from(DEFAULT_KVM_DEV);
+    let mut kvm_without = FeatureSet::EMPTY;
 
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -219,6 +244,18 @@ where
             "--net" => net.push(parse_net(&value(&mut it)?)?),
             "--balloon" => balloon = Some(parse_balloon(inline.as_deref().unwrap_or(""))?),
             "--control" => control = Some(PathBuf::from(value(&mut it)?)),
+            "--kvm-dev" => {
+                let v = value(&mut it)?;
+                if v.is_empty() || v.contains('\0') {
+                    return usage_err(format!("--kvm-dev {v:?}: expected a device path"));
+                }
+                kvm_dev = PathBuf::from(v);
+            }
+            "--kvm-without" => {
+                let v = value(&mut it)?;
+                kvm_without = FeatureSet::parse(&v)
+                    .map_err(|e| UsageError(format!("--kvm-without {v}: {e}")))?;
+            }
             "--hostile-used-len" => {
                 let v = value(&mut it)?;
                 hostile_used_len = match v.parse::<u32>() {
@@ -251,6 +288,8 @@ where
         control,
         log_level,
         hostile_used_len,
+        kvm_dev,
+        kvm_without,
     };
     let devices = cfg.blk.len() + cfg.net.len() + usize::from(cfg.balloon.is_some());
     if devices > crate::layout::MAX_VIRTIO_DEVICES {
@@ -356,6 +395,28 @@ mod tests {
         assert_eq!(cfg.mem_mib, 512);
         assert_eq!(cfg.cmdline, DEFAULT_CMDLINE);
         assert!(cfg.blk.is_empty() && cfg.net.is_empty() && cfg.balloon.is_none());
+        assert_eq!(cfg.kvm_dev, PathBuf::from("/dev/kvm"));
+        assert_eq!(cfg.kvm_without, FeatureSet::EMPTY);
+    }
+
+    #[test]
+    fn kvm_device_options() {
+        let cfg = run(&[
+            "--kernel",
+            "bz",
+            "--kvm-dev",
+            "/dev/pvrs",
+            "--kvm-without=irqchip,ioeventfd",
+        ]);
+        assert_eq!(cfg.kvm_dev, PathBuf::from("/dev/pvrs"));
+        use crate::capabilities::Feature;
+        assert!(cfg.kvm_without.contains(Feature::Irqchip));
+        assert!(cfg.kvm_without.contains(Feature::Ioeventfd));
+        assert!(!cfg.kvm_without.contains(Feature::ExtCpuid));
+        assert_eq!(
+            run(&["--kernel", "bz", "--kvm-without", "all"]).kvm_without,
+            FeatureSet::all()
+        );
     }
 
     #[test]
@@ -428,6 +489,11 @@ mod tests {
             &["--kernel", "k", "--balloon=stats=0"],
             &["--kernel", "k", "--bogus"],
             &["--kernel", "k", "--log", "loud"],
+            &["--kernel", "k", "--kvm-dev"],
+            &["--kernel", "k", "--kvm-dev", ""],
+            &["--kernel", "k", "--kvm-dev", "/dev/k\0vm"],
+            &["--kernel", "k", "--kvm-without", "irqchip,lapic"],
+            &["--kernel", "k", "--kvm-without="],
             &["control", "sock"],
         ] {
             assert!(parse_args(bad.iter().copied()).is_err(), "{bad:?}");

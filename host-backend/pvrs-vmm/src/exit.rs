@@ -7,6 +7,7 @@
 //! process's exit status ([`ExitReason::status`]).
 
 use std::fmt;
+use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -151,6 +152,22 @@ impl ExitNotifier {
     pub fn event_fd(&self) -> &EventFd {
         &self.evt
     }
+
+    /// Waits up to `timeout_ms` for a reason to be recorded and returns it,
+    /// if any. A signal (the vCPU kick) ends the wait early. Several
+    /// threads may wait at once: the event fd is only polled, never read.
+    pub fn wait(&self, timeout_ms: i32) -> Option<ExitReason> {
+        let mut pfd = libc::pollfd {
+            fd: self.evt.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is a valid pollfd for the duration of the call and
+        // the count is 1. Errors (EINTR) and timeouts need no handling:
+        // the recorded reason is looked at either way.
+        let _ = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        self.reason()
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +182,15 @@ mod tests {
         n.exit(ExitReason::TripleFault { vcpu: 1 });
         assert_eq!(n.reason(), Some(ExitReason::PowerOff));
         assert_eq!(n.event_fd().read().unwrap(), 1);
+    }
+
+    #[test]
+    fn wait_returns_the_reason() {
+        let n = ExitNotifier::new().unwrap();
+        assert_eq!(n.wait(0), None);
+        n.exit(ExitReason::Reboot);
+        assert_eq!(n.wait(1000), Some(ExitReason::Reboot));
+        assert_eq!(n.wait(-1), Some(ExitReason::Reboot), "never consumed");
     }
 
     #[test]

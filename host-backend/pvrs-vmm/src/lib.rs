@@ -1,11 +1,15 @@
 //! `pvrs-vmm`: the pvrs host VMM. It boots a Linux guest on `/dev/kvm`
-//! with the plain KVM API and serves its virtio-mmio devices, built on the
+//! (or another device with the KVM ioctl API, such as pvrs-kvm's
+//! `/dev/pvrs`: `--kvm-dev`) with the plain KVM API and serves its
+//! virtio-mmio devices, built on the
 //! rust-vmm crates (`kvm-ioctls`, `kvm-bindings`, `vm-memory`,
 //! `linux-loader`, `vm-superio`, `virtio-queue`, `vmm-sys-util`,
 //! `event-manager`, `acpi_tables`) and on `pvrs-abi` for the KVM
 //! paravirtual CPUID leaves.
 //!
 //! * [`config`]: the command line;
+//! * [`capabilities`]: the KVM device, its optional features
+//!   (`KVM_CHECK_EXTENSION`) and what the VMM does without each;
 //! * [`layout`]: guest physical memory and interrupt lines;
 //! * [`boot`]: kernel, initrd, command line, `boot_params`/PVH, ACPI;
 //! * [`cpu`]: CPUID, boot registers, vCPU run loop;
@@ -20,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod boot;
+pub mod capabilities;
 pub mod config;
 pub mod cpu;
 pub mod devices;

@@ -1,12 +1,16 @@
 //! Putting a VM together and running it.
 //!
-//! [`Vm::build`] opens `/dev/kvm` and sets up, with the plain KVM API:
-//! the VM with its in-kernel IOAPIC/PIC/LAPIC and PIT, guest memory (one
-//! memory slot per RAM region), the devices on the port-I/O and MMIO buses
-//! with an irqfd per interrupt line and an ioeventfd per virtqueue, the
-//! ACPI tables, the kernel, and the vCPUs. [`Vm::run`] starts one thread
-//! per vCPU and one event thread (`event-manager`) for device work, stdin
-//! and the control socket, and waits until something ends the VM.
+//! [`Vm::build`] opens the KVM device (`/dev/kvm` or `--kvm-dev`), asks
+//! which optional features it has ([`crate::capabilities`]), and sets up,
+//! with the plain KVM API: the VM with its in-kernel IOAPIC/PIC/LAPIC and
+//! PIT, guest memory (one memory slot per RAM region), the devices on the
+//! port-I/O and MMIO buses with an irqfd per interrupt line and an
+//! ioeventfd per virtqueue, the ACPI tables, the kernel, and the vCPUs.
+//! Where the device lacks one of the optional features, the VM does
+//! without it and says so in the log (interrupts not delivered, queue
+//! notifications as MMIO exits, a minimal CPUID). [`Vm::run`] starts one
+//! thread per vCPU and one event thread (`event-manager`) for device work,
+//! stdin and the control socket, and waits until something ends the VM.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -19,9 +23,10 @@ use std::time::Duration;
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::{
-    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    kvm_cpuid_entry2, kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES,
+    KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{IoEventAddress, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{IoEventAddress, VcpuFd, VmFd};
 use virtio_bindings::bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vm_superio::I8042Device;
@@ -29,9 +34,10 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::terminal::Terminal;
 
 use crate::boot::{self, BootSpec, MmioAnnouncement};
+use crate::capabilities::{self, Feature, KvmCapabilities};
 use crate::config::VmConfig;
 use crate::cpu::regs::{self, EntryPoint};
-use crate::cpu::{self, cpuid, UnhandledCounters, Vcpu};
+use crate::cpu::{self, cpuid, UnhandledCounters, Vcpu, VcpuSetup};
 use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::bus::Bus;
 use crate::devices::legacy::{I8042Port, PostPort, ResetTrigger, SerialDevice};
@@ -68,7 +74,9 @@ pub enum Payload<'a> {
     Kernel,
     /// Raw machine code for tests: loaded at `addr` and entered there in
     /// 32-bit flat protected mode (`long_mode` false) or in 64-bit mode
-    /// with the boot identity map of the first GiB.
+    /// with the boot identity map of the first GiB. It is taken not to
+    /// execute CPUID, so a device without `KVM_SET_CPUID2` can run it
+    /// (see [`cpu::configure_vcpu`]).
     Raw {
         /// The code.
         code: &'a [u8],
@@ -102,6 +110,7 @@ pub struct Vm {
     _vm: VmFd,
     mem: Arc<GuestMemoryMmap>,
     vcpus: Vec<VcpuFd>,
+    in_kernel_lapic: bool,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     exit: Arc<ExitNotifier>,
@@ -165,6 +174,129 @@ fn disk_size_unaligned(disk: &FileDisk) -> bool {
     disk.size() % crate::virtio::block::SECTOR_SIZE != 0
 }
 
+/// Connects `evt` to interrupt line `gsi` with an irqfd when the VM
+/// delivers interrupts; otherwise leaves it unconnected, so that the
+/// device's signals are counted in the eventfd and go nowhere.
+fn connect_irq(
+    vm: &VmFd,
+    caps: &KvmCapabilities,
+    evt: &EventFd,
+    gsi: u32,
+    what: &str,
+) -> Result<(), BuildError> {
+    if caps.delivers_interrupts() {
+        vm.register_irqfd(evt, gsi)
+            .map_err(err(format!("KVM_IRQFD ({what})")))?;
+    }
+    Ok(())
+}
+
+/// The VM-wide setup that depends on optional features: the TSS and
+/// identity-map addresses, the in-kernel irqchip and PIT. Logs what is
+/// done without.
+fn set_up_optional_features(
+    vm: &VmFd,
+    caps: &KvmCapabilities,
+    dev: &Path,
+    cpus: u8,
+) -> Result<(), BuildError> {
+    // The TSS and identity-map pages are only used by Intel VMX without
+    // unrestricted guest, to run real mode; a device without the
+    // capability has no use for them.
+    if caps.has(Feature::SetTssAddr) {
+        vm.set_tss_address(layout::KVM_TSS_START as usize)
+            .map_err(err("KVM_SET_TSS_ADDR"))?;
+    } else {
+        log::debug!("{}: no KVM_CAP_SET_TSS_ADDR; not set", dev.display());
+    }
+    if caps.has(Feature::SetIdentityMapAddr) {
+        if let Err(e) = vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_START) {
+            log::debug!("KVM_SET_IDENTITY_MAP_ADDR: {e}");
+        }
+    }
+
+    if caps.has(Feature::Irqchip) {
+        vm.create_irq_chip().map_err(err("KVM_CREATE_IRQCHIP"))?;
+        if caps.has(Feature::Pit2) {
+            let pit = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            vm.create_pit2(pit).map_err(err("KVM_CREATE_PIT2"))?;
+        } else {
+            log::warn!(
+                "{}: no KVM_CAP_PIT2: the guest has no PIT (i8254) timer",
+                dev.display()
+            );
+        }
+    } else if cpus > 1 {
+        // Without an in-kernel local APIC, KVM starts every vCPU runnable
+        // at the reset vector instead of waiting for INIT/SIPI, and the
+        // VMM has no way to send those: application processors cannot be
+        // started the way a guest expects.
+        return Err(BuildError(format!(
+            "{} vCPUs need an in-kernel irqchip (KVM_CAP_IRQCHIP) to start the application processors; {} has none: use --cpus 1",
+            cpus,
+            dev.display()
+        )));
+    }
+    if !caps.delivers_interrupts() {
+        let why = if caps.has(Feature::Irqchip) {
+            "device interrupt lines cannot be raised without irqfds"
+        } else {
+            "there is no in-kernel PIC, IOAPIC, local APIC or PIT"
+        };
+        log::info!(
+            "{} lacks {}: {why}, so devices cannot interrupt the guest and interrupts are not delivered; polled devices (serial, ACPI PM, i8042 reset, virtio-mmio with a polling driver) still work",
+            dev.display(),
+            caps.lacking(&[Feature::Irqchip, Feature::Irqfd])
+        );
+    }
+    if !caps.has(Feature::Ioeventfd) {
+        log::info!(
+            "{}: no KVM_CAP_IOEVENTFD: virtqueue notifications arrive as MMIO exits on QueueNotify",
+            dev.display()
+        );
+    }
+    Ok(())
+}
+
+/// The CPUID table every vCPU starts from: what the device supports, or
+/// the minimal table where it cannot say.
+fn base_cpuid(
+    kvm: &kvm_ioctls::Kvm,
+    caps: &KvmCapabilities,
+    dev: &Path,
+) -> Result<Vec<kvm_cpuid_entry2>, BuildError> {
+    if caps.has(Feature::ExtCpuid) {
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(err("KVM_GET_SUPPORTED_CPUID"))?;
+        let mut table = supported.as_slice().to_vec();
+        if !caps.has(Feature::Irqchip) {
+            cpuid::hide_local_apic(&mut table);
+        }
+        let pv = cpuid::fix_kvm_leaves(&mut table);
+        let names: Vec<&str> = pv.features.names().collect();
+        log::info!(
+            "KVM PV CPUID: signature KVMKVMKVM, max leaf {:#x}, features {:#x} [{}]",
+            pv.max_leaf,
+            pv.features.0,
+            names.join(" ")
+        );
+        Ok(table)
+    } else {
+        log::info!(
+            "{}: no KVM_CAP_EXT_CPUID: the guest CPUID is the minimal x86-64 baseline table (no XSAVE/AVX, no paravirtual leaves)",
+            dev.display()
+        );
+        Ok(cpuid::minimal_table(
+            cpuid::host_cpuid,
+            caps.has(Feature::Irqchip),
+        ))
+    }
+}
+
 impl Vm {
     /// Builds the VM described by `cfg`, with the console on stdout.
     pub fn build(cfg: &VmConfig) -> Result<Vm, BuildError> {
@@ -177,19 +309,14 @@ impl Vm {
         payload: Payload,
         console: Console,
     ) -> Result<Vm, BuildError> {
-        let kvm = Kvm::new().map_err(err("opening /dev/kvm"))?;
-        let vm = kvm.create_vm().map_err(err("KVM_CREATE_VM"))?;
-        vm.set_tss_address(layout::KVM_TSS_START as usize)
-            .map_err(err("KVM_SET_TSS_ADDR"))?;
-        if let Err(e) = vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_START) {
-            log::debug!("KVM_SET_IDENTITY_MAP_ADDR: {e}");
-        }
-        vm.create_irq_chip().map_err(err("KVM_CREATE_IRQCHIP"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        vm.create_pit2(pit).map_err(err("KVM_CREATE_PIT2"))?;
+        let dev = cfg.kvm_dev.as_path();
+        let kvm = capabilities::open_device(dev).map_err(|e| BuildError(e.to_string()))?;
+        let vm = kvm
+            .create_vm()
+            .map_err(err(format!("KVM_CREATE_VM on {}", dev.display())))?;
+        let caps = KvmCapabilities::probe(&kvm, Some(&vm), cfg.kvm_without);
+        log::info!("{}: {caps}", dev.display());
+        set_up_optional_features(&vm, &caps, dev, cfg.cpus)?;
 
         let mem_bytes = cfg.mem_mib << 20;
         let mem = GuestMemoryMmap::<()>::from_ranges(&layout::ram_regions(mem_bytes))
@@ -215,8 +342,7 @@ impl Vm {
         // Legacy devices.
         let mut pio = Bus::new();
         let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(err("eventfd"))?;
-        vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
-            .map_err(err("KVM_IRQFD (serial)"))?;
+        connect_irq(&vm, &caps, &serial_irq, layout::SERIAL_IRQ, "serial")?;
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             serial_irq,
             console,
@@ -259,14 +385,20 @@ impl Vm {
             let (base, irq) = layout::virtio_mmio_slot(i)
                 .ok_or_else(|| BuildError("too many virtio devices".into()))?;
             let irqfd = EventFd::new(EFD_NONBLOCK).map_err(err("eventfd"))?;
-            vm.register_irqfd(&irqfd, irq).map_err(err("KVM_IRQFD"))?;
             let name = device.name().to_string();
+            connect_irq(&vm, &caps, &irqfd, irq, &name)?;
             let t =
                 MmioTransport::new(device, mem.clone(), irqfd, limits).map_err(err("eventfd"))?;
-            for (q, evt) in t.queue_evts().iter().enumerate() {
-                let addr = IoEventAddress::Mmio(base.0 + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY));
-                if let Err(e) = vm.register_ioevent(evt, &addr, q as u32) {
-                    log::warn!("{name}: KVM_IOEVENTFD for queue {q}: {e}; notifications go through MMIO exits");
+            // Without an ioeventfd the guest's QueueNotify write is an MMIO
+            // exit, and the transport signals the very eventfd that the
+            // ioeventfd would have (`MmioTransport::write`), so the event
+            // thread runs the same queue handler either way.
+            if caps.has(Feature::Ioeventfd) {
+                for (q, evt) in t.queue_evts().iter().enumerate() {
+                    let addr = IoEventAddress::Mmio(base.0 + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY));
+                    if let Err(e) = vm.register_ioevent(evt, &addr, q as u32) {
+                        log::warn!("{name}: KVM_IOEVENTFD for queue {q}: {e}; notifications go through MMIO exits");
+                    }
                 }
             }
             let t = Arc::new(Mutex::new(t));
@@ -318,25 +450,20 @@ impl Vm {
         log::info!("entry: {entry:x?}");
 
         // vCPUs.
-        let supported = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(err("KVM_GET_SUPPORTED_CPUID"))?;
-        let mut base_cpuid = supported.as_slice().to_vec();
-        let pv = cpuid::fix_kvm_leaves(&mut base_cpuid);
-        let names: Vec<&str> = pv.features.names().collect();
-        log::info!(
-            "KVM PV CPUID: signature KVMKVMKVM, max leaf {:#x}, features {:#x} [{}]",
-            pv.max_leaf,
-            pv.features.0,
-            names.join(" ")
-        );
+        let base_cpuid = base_cpuid(&kvm, &caps, dev)?;
+        let setup = VcpuSetup {
+            cpuid: &base_cpuid,
+            set_cpuid_promised: caps.has(Feature::ExtCpuid),
+            guest_reads_cpuid: matches!(payload, Payload::Kernel),
+            in_kernel_lapic: caps.has(Feature::Irqchip),
+        };
         let mut vcpus = Vec::new();
         for i in 0..cfg.cpus {
             let fd = vm
                 .create_vcpu(u64::from(i))
                 .map_err(err(format!("KVM_CREATE_VCPU {i}")))?;
             let boot_entry = (i == 0).then_some(&entry);
-            cpu::configure_vcpu(&fd, i, cfg.cpus, &base_cpuid, boot_entry)
+            cpu::configure_vcpu(&fd, i, cfg.cpus, &setup, boot_entry)
                 .map_err(err(format!("vCPU {i}")))?;
             vcpus.push(fd);
         }
@@ -345,6 +472,7 @@ impl Vm {
             _vm: vm,
             mem,
             vcpus,
+            in_kernel_lapic: caps.has(Feature::Irqchip),
             pio: Arc::new(pio),
             mmio: Arc::new(mmio),
             exit,
@@ -374,6 +502,7 @@ impl Vm {
             _vm,
             mem: _mem,
             vcpus,
+            in_kernel_lapic,
             pio,
             mmio,
             exit,
@@ -425,6 +554,7 @@ impl Vm {
                 mmio: mmio.clone(),
                 exit: exit.clone(),
                 unhandled: unhandled.clone(),
+                in_kernel_lapic,
             };
             let handle = thread::Builder::new()
                 .name(format!("pvrs-vcpu{index}"))
@@ -433,17 +563,9 @@ impl Vm {
             vcpu_threads.push(handle);
         }
 
-        // Wait for the end. The eventfd is non-blocking: poll it.
+        // Wait for the end.
         let reason = loop {
-            let mut pfd = libc::pollfd {
-                fd: exit.event_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: `pfd` is a valid pollfd for the duration of the call
-            // and the count is 1.
-            let _ = unsafe { libc::poll(&mut pfd, 1, 1000) };
-            if let Some(r) = exit.reason() {
+            if let Some(r) = exit.wait(1000) {
                 break r;
             }
         };

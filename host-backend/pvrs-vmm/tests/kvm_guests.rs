@@ -1,14 +1,26 @@
-//! Small hand-assembled guests on the machine's /dev/kvm, run through the
-//! real VMM (buses, serial port, ACPI PM and i8042 devices, virtio-mmio
-//! transport, ioeventfds, the event thread, the vCPU run loop and exit
-//! handling). A Linux boot is tested in the nested L1 instead
-//! (`tests/run-guest --host kvm --vmm pvrs`).
+//! Small hand-assembled guests run through the real VMM (buses, serial
+//! port, ACPI PM and i8042 devices, virtio-mmio transport, ioeventfds, the
+//! event thread, the vCPU run loop and exit handling) on the KVM device
+//! named by `PVRS_KVM_DEV`, by default the machine's `/dev/kvm`. The same
+//! binary runs against pvrs-kvm's `/dev/pvrs` inside the nested L1
+//! (`tests/build-vmm` builds it static as `build/vmm/kvm-guests`; there:
+//! `PVRS_KVM_DEV=/dev/pvrs kvm-guests`). A Linux boot is tested in the
+//! nested L1 instead (`tests/run-guest --host kvm --vmm pvrs`).
 //!
-//! Each test is skipped (passes with a note) when /dev/kvm cannot be used.
+//! Each test is skipped (passes with a note on stderr) when the default
+//! `/dev/kvm` cannot be opened (a device named by `PVRS_KVM_DEV` must
+//! open, or the tests fail), and a test that needs an optional capability the
+//! device lacks (interrupt delivery needs KVM_CAP_IRQCHIP and
+//! KVM_CAP_IRQFD) is skipped with the reason. The fallbacks themselves are
+//! tested on any device by treating features as missing
+//! (`VmConfig::kvm_without`). `PVRS_VMM_LOG=info` shows the VMM's view of
+//! the device and the fallbacks it takes.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use pvrs_vmm::capabilities::{open_device, Feature, FeatureSet, KvmCapabilities, DEFAULT_KVM_DEV};
 use pvrs_vmm::config::{BlkConfig, VmConfig};
 use pvrs_vmm::exit::ExitReason;
 use pvrs_vmm::vmm::{ConsoleInput, Payload, RunOptions, Vm};
@@ -37,14 +49,62 @@ impl Captured {
     }
 }
 
-fn kvm_usable() -> bool {
-    match kvm_ioctls::Kvm::new() {
-        Ok(_) => true,
+/// The device named by `PVRS_KVM_DEV`, if any.
+fn requested_dev() -> Option<PathBuf> {
+    std::env::var_os("PVRS_KVM_DEV")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The KVM device under test.
+fn kvm_dev() -> PathBuf {
+    requested_dev().unwrap_or_else(|| PathBuf::from(DEFAULT_KVM_DEV))
+}
+
+/// Says why a test is skipped. Written to the stderr handle rather than
+/// with `eprintln!`, which the test harness captures and shows only for
+/// failing tests: a skip must be visible in a passing run.
+fn skip(why: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+}
+
+/// The device's capabilities, or `None` (with the reason shown) when the
+/// default `/dev/kvm` cannot be used. A device named by `PVRS_KVM_DEV`
+/// must open: a run against `/dev/pvrs` without the module loaded fails
+/// rather than passing with every test skipped. Also installs the VMM's
+/// logger, so that `PVRS_VMM_LOG=info` shows which fallbacks the VMM took
+/// on the device.
+fn device() -> Option<KvmCapabilities> {
+    pvrs_vmm::logger::init();
+    match open_device(&kvm_dev()) {
+        Ok(kvm) => Some(KvmCapabilities::probe(&kvm, None, FeatureSet::EMPTY)),
+        Err(e) if requested_dev().is_some() => panic!("PVRS_KVM_DEV: {e}"),
         Err(e) => {
-            eprintln!("skipped: /dev/kvm is not usable here ({e})");
-            false
+            skip(format_args!("{e}"));
+            None
         }
     }
+}
+
+fn kvm_usable() -> bool {
+    device().is_some()
+}
+
+/// Whether the device can be used and has all of `needed`; shows why the
+/// calling test is skipped otherwise.
+fn device_has(test: &str, needed: &[Feature]) -> bool {
+    let Some(caps) = device() else {
+        return false;
+    };
+    let lacking = caps.lacking(needed);
+    if lacking != FeatureSet::EMPTY {
+        skip(format_args!(
+            "{test}: {} lacks {lacking}",
+            kvm_dev().display()
+        ));
+        return false;
+    }
+    true
 }
 
 fn config(blk: Vec<BlkConfig>) -> VmConfig {
@@ -60,6 +120,8 @@ fn config(blk: Vec<BlkConfig>) -> VmConfig {
         control: None,
         log_level: None,
         hostile_used_len: 0,
+        kvm_dev: kvm_dev(),
+        kvm_without: FeatureSet::EMPTY,
     }
 }
 
@@ -122,6 +184,14 @@ impl Asm {
     /// cli; hlt; jmp back to hlt
     fn halt(&mut self) -> &mut Self {
         self.bytes(&[0xfa, 0xf4, 0xeb, 0xfd])
+    }
+    /// sti; hlt; jmp back to hlt: waits for interrupts forever.
+    fn wait_for_interrupts(&mut self) -> &mut Self {
+        self.bytes(&[0xfb, 0xf4, 0xeb, 0xfd])
+    }
+    /// lidt [addr]
+    fn lidt(&mut self, addr: u32) -> &mut Self {
+        self.bytes(&[0x0f, 0x01, 0x1d]).bytes(&addr.to_le_bytes())
     }
 }
 
@@ -285,7 +355,33 @@ fn virtio_blk_read_through_mmio() {
     if !kvm_usable() {
         return;
     }
-    let path = std::env::temp_dir().join(format!("pvrs-vmm-kvm-blk-{}", std::process::id()));
+    virtio_blk_read("plain", FeatureSet::EMPTY);
+}
+
+/// The same without an ioeventfd: the QueueNotify write comes to the VMM
+/// as an MMIO exit and must reach the same queue handler.
+#[test]
+fn virtio_blk_read_without_ioeventfd() {
+    if !kvm_usable() {
+        return;
+    }
+    virtio_blk_read("no-ioeventfd", [Feature::Ioeventfd].into_iter().collect());
+}
+
+/// The same with every optional feature treated as missing (no irqchip, so
+/// no interrupts; no ioeventfd; the minimal CPUID): the guest polls, so it
+/// still works, as it must on a device like pvrs-kvm's first version.
+#[test]
+fn virtio_blk_read_without_any_optional_feature() {
+    if !kvm_usable() {
+        return;
+    }
+    virtio_blk_read("bare", FeatureSet::all());
+}
+
+fn virtio_blk_read(variant: &str, kvm_without: FeatureSet) {
+    let path =
+        std::env::temp_dir().join(format!("pvrs-vmm-kvm-blk-{variant}-{}", std::process::id()));
     let mut image = vec![0u8; 4096];
     image[512..516].copy_from_slice(b"DATA");
     std::fs::write(&path, &image).unwrap();
@@ -308,7 +404,7 @@ fn virtio_blk_read_through_mmio() {
         .store32(base + 0xa0, used)
         .store32(base + 0x44, 1) // QueueReady
         .store32(base + 0x70, 0xf) // DRIVER_OK
-        .store32(base + 0x50, 0) // QueueNotify(0): the ioeventfd
+        .store32(base + 0x50, 0) // QueueNotify(0): the ioeventfd, or an MMIO exit
         .wait_nonzero16(used + 2)
         .load32(data as u32)
         .print_eax()
@@ -321,10 +417,11 @@ fn virtio_blk_read_through_mmio() {
         .halt();
     let code = a.0.clone();
 
-    let cfg = config(vec![BlkConfig {
+    let mut cfg = config(vec![BlkConfig {
         path: path.clone(),
         read_only: false,
     }]);
+    cfg.kvm_without = kvm_without;
     let (reason, out) = run(&cfg, &code, false, |vm| {
         let mem = vm.memory();
         // Request header: IN, sector 1.
@@ -362,8 +459,24 @@ fn control_socket() {
     if !kvm_usable() {
         return;
     }
-    let sock = std::env::temp_dir().join(format!("pvrs-vmm-ctl-{}", std::process::id()));
+    control_socket_with("plain", FeatureSet::EMPTY);
+}
+
+/// The same without an irqchip: the guest's HLT then comes back to the
+/// VMM, the vCPU thread waits for the end of the VM, and `quit` still ends
+/// it.
+#[test]
+fn halted_vcpu_without_irqchip_waits_for_the_end() {
+    if !kvm_usable() {
+        return;
+    }
+    control_socket_with("no-irqchip", [Feature::Irqchip].into_iter().collect());
+}
+
+fn control_socket_with(variant: &str, kvm_without: FeatureSet) {
+    let sock = std::env::temp_dir().join(format!("pvrs-vmm-ctl-{variant}-{}", std::process::id()));
     let mut cfg = config(vec![]);
+    cfg.kvm_without = kvm_without;
     cfg.balloon = Some(pvrs_vmm::config::BalloonConfig::default());
     cfg.control = Some(sock.clone());
     let code = Asm::default().print("up\n").halt().0.clone();
@@ -406,4 +519,103 @@ fn control_socket() {
     assert_eq!(runner.join().unwrap(), ExitReason::Stopped);
     assert_eq!(console.text(), "up\n");
     assert!(!sock.exists());
+}
+
+/// Interrupt delivery through the in-kernel irqchip: the guest programs the
+/// 8259 (IRQ 4 at vector 0x24), lets the local APIC pass it (LINT0 ExtINT,
+/// unmasked), loads an IDT, enables the serial port's transmitter-empty
+/// interrupt and waits in HLT; the handler prints and powers off. Needs
+/// KVM_CAP_IRQCHIP and KVM_CAP_IRQFD, and is skipped without them: without
+/// an irqchip there is nothing to deliver the interrupt.
+#[test]
+fn serial_interrupt_reaches_the_guest() {
+    if !device_has(
+        "serial_interrupt_reaches_the_guest",
+        &[Feature::Irqchip, Feature::Irqfd],
+    ) {
+        return;
+    }
+    const IDTR: u64 = 0x1_6000;
+    const IDT: u64 = 0x1_7000;
+    const VECTOR_BASE: u8 = 0x20;
+    const SERIAL_VECTOR: u64 = VECTOR_BASE as u64 + 4;
+    const APIC_SVR: u32 = 0xfee0_00f0;
+    const APIC_LVT0: u32 = 0xfee0_0350;
+
+    let mut a = Asm::default();
+    // 8259 master: ICW1 (edge, cascade, ICW4), ICW2 vector base, ICW3
+    // slave on IRQ 2, ICW4 8086 mode; then mask all but IRQ 4.
+    a.outb(0x20, 0x11)
+        .outb(0x21, VECTOR_BASE)
+        .outb(0x21, 0x04)
+        .outb(0x21, 0x01)
+        .outb(0x21, !(1 << 4));
+    // Local APIC software-enabled (spurious vector 0xff), LINT0 ExtINT.
+    a.store32(APIC_SVR, 0x1ff).store32(APIC_LVT0, 0x700);
+    a.lidt(IDTR as u32);
+    a.outb(0x3f9, 0x02) // IER: transmitter holding register empty
+        .outb(0x3f8, b'x')
+        .wait_for_interrupts();
+    let handler = CODE + a.0.len() as u64;
+    a.print("IRQ\n").poweroff().halt();
+    let code = a.0.clone();
+
+    let (reason, out) = run(&config(vec![]), &code, false, |vm| {
+        let mem = vm.memory();
+        let limit = (SERIAL_VECTOR * 8 + 7) as u16;
+        mem.write_obj(limit, GuestAddress(IDTR)).unwrap();
+        mem.write_obj(IDT as u32, GuestAddress(IDTR + 2)).unwrap();
+        // A present 32-bit interrupt gate, DPL 0, to the flat code
+        // segment 0x10 of the boot GDT.
+        let gate = (handler & 0xffff) | 0x10 << 16 | 0x8e00 << 32 | (handler & 0xffff_0000) << 32;
+        mem.write_obj(gate, GuestAddress(IDT + SERIAL_VECTOR * 8))
+            .unwrap();
+    });
+    assert_eq!((reason, out.as_str()), (ExitReason::PowerOff, "xIRQ\n"));
+}
+
+/// Without an in-kernel irqchip the VMM cannot start application
+/// processors, and says so instead of letting them run from the reset
+/// vector.
+#[test]
+fn several_vcpus_need_an_irqchip() {
+    if !kvm_usable() {
+        return;
+    }
+    let mut cfg = config(vec![]);
+    cfg.cpus = 2;
+    cfg.kvm_without = [Feature::Irqchip].into_iter().collect();
+    let code = Asm::default().poweroff().halt().0.clone();
+    let err = match Vm::build_with(
+        &cfg,
+        Payload::Raw {
+            code: &code,
+            addr: CODE,
+            long_mode: false,
+        },
+        Box::new(Captured::default()),
+    ) {
+        Ok(_) => panic!("2 vCPUs without an irqchip were accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("KVM_CAP_IRQCHIP"), "{err}");
+}
+
+/// A device path that is no KVM device is an error, not a panic.
+#[test]
+fn a_device_that_is_not_kvm_is_refused() {
+    let mut cfg = config(vec![]);
+    cfg.kvm_dev = "/dev/null".into();
+    let code = Asm::default().halt().0.clone();
+    let built = Vm::build_with(
+        &cfg,
+        Payload::Raw {
+            code: &code,
+            addr: CODE,
+            long_mode: false,
+        },
+        Box::new(Captured::default()),
+    );
+    let err = built.err().expect("/dev/null accepted as a KVM device");
+    assert!(err.to_string().contains("/dev/null"), "{err}");
 }

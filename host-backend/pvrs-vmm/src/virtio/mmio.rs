@@ -6,7 +6,9 @@
 //! vCPU threads reach it through the MMIO bus ([`BusDevice`]); the event
 //! thread reaches it through `event-manager` ([`MutEventSubscriber`]) when a
 //! queue is notified (an ioeventfd on QueueNotify with the queue index as
-//! datamatch, so notifications do not leave KVM) or a device fd is ready.
+//! datamatch, so notifications do not leave KVM; on a KVM device without
+//! ioeventfds the write is an MMIO exit and the transport signals the same
+//! eventfd itself) or a device fd is ready.
 //!
 //! The driver is checked at every step of §3.1.1 "Driver Requirements:
 //! Device Initialization": features it accepts must be offered and include
