@@ -14,3 +14,4 @@ pub mod npt;
 pub mod cpuid;
 pub mod x86;
 pub mod regs;
+pub mod vcpu;

@@ -434,6 +434,21 @@ pub struct ExitInfo {
     pub interrupted_event: Result<Option<Event>, EventError>,
 }
 
+/// The raw exit information of the last exit, as KVM's `get_exit_info`
+/// reports it to userspace in KVM_EXIT_INTERNAL_ERROR and
+/// KVM_EXIT_FAIL_ENTRY (SVM: EXITCODE, EXITINFO1, EXITINFO2, EXITINTINFO
+/// and, when EXITINTINFO has one, its error code; APM vol. 2 15.7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardwareExitInfo {
+    /// The whole exit code (SVM: both 32-bit halves).
+    pub reason: u64,
+    pub info1: u64,
+    pub info2: u64,
+    pub interrupt_info: u32,
+    /// 0 unless `interrupt_info` is valid and carries an error code.
+    pub interrupt_error_code: u32,
+}
+
 /// Why [`VendorVcpu::skip_instruction`] could not advance RIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SkipError {
@@ -496,6 +511,13 @@ pub trait VendorVcpu {
     /// the last exit) and ends any interrupt shadow, as retiring the
     /// instruction would.
     fn skip_instruction(&mut self, exit: &Exit) -> Result<(), SkipError>;
+
+    /// The last exit's raw exit information, for reports to userspace.
+    fn hardware_exit_info(&self) -> HardwareExitInfo;
+    /// Sets RIP to `next_rip` after software emulated the instruction at
+    /// RIP (MMIO, string I/O, or an intercept whose bytes were decoded),
+    /// and ends any interrupt shadow, as retiring the instruction would.
+    fn retire_instruction(&mut self, next_rip: u64);
 
     /// Queues `event` for delivery at the next entry, after validating it.
     fn inject_event(&mut self, event: Event) -> Result<(), EventError>;

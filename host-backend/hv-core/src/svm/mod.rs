@@ -20,8 +20,8 @@ pub mod vmcb;
 use crate::asid::{CpuAsids, VcpuAsid};
 use crate::msr::{EFER_LMA, EFER_SVME, PAT_POWER_ON};
 use crate::vendor::{
-    ContextMsr, Event, EventError, Exit, ExitInfo, Gpr, MsrInterceptError, Segment,
-    SegmentRegister, SkipError, VendorVcpu,
+    ContextMsr, Event, EventError, Exit, ExitInfo, Gpr, HardwareExitInfo, MsrInterceptError,
+    Segment, SegmentRegister, SkipError, VendorVcpu,
 };
 use event::RawEvent;
 use msrpm::MsrPermissionMap;
@@ -493,6 +493,28 @@ impl VendorVcpu for SvmVcpu {
         // The instruction retired, so an STI/MOV SS shadow is over.
         self.vmcb.control.int_state &= !(SVM_INTERRUPT_SHADOW_MASK as u32);
         Ok(())
+    }
+
+    fn hardware_exit_info(&self) -> HardwareExitInfo {
+        let control = &self.vmcb.control;
+        let has_error_code = event::SVM_EXITINTINFO_VALID | event::SVM_EXITINTINFO_VALID_ERR;
+        HardwareExitInfo {
+            reason: u64::from(control.exit_code_hi) << 32 | u64::from(control.exit_code),
+            info1: control.exit_info_1,
+            info2: control.exit_info_2,
+            interrupt_info: control.exit_int_info,
+            // As svm_get_exit_info: the error code only when it is valid.
+            interrupt_error_code: if control.exit_int_info & has_error_code == has_error_code {
+                control.exit_int_info_err
+            } else {
+                0
+            },
+        }
+    }
+
+    fn retire_instruction(&mut self, next_rip: u64) {
+        self.vmcb.save.rip = next_rip;
+        self.vmcb.control.int_state &= !(SVM_INTERRUPT_SHADOW_MASK as u32);
     }
 
     fn inject_event(&mut self, event: Event) -> Result<(), EventError> {

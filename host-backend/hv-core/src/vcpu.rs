@@ -1,0 +1,2040 @@
+//! The vendor-neutral vCPU exit handler: what `KVM_RUN` does between two
+//! VMRUNs, and what it tells userspace when the kernel cannot finish an
+//! exit itself.
+//!
+//! # The run loop (the kernel module's side)
+//!
+//! ```text
+//! KVM_RUN:
+//!   request = kvm_api::run::read_run_request(private copy of kvm_run)
+//!   state.begin_run(&request)
+//!   step = complete_user_exit(vcpu, state, guest, map, run, pio_page)?
+//!   if step is ToUser(exit): write_user_exit(...); return 0
+//!   if request.immediate_exit: return -EINTR          (nothing is lost:
+//!                                                      the completion ran)
+//!   loop:
+//!     prepare_entry(vcpu, state); VMRUN; vcpu.complete_exit()
+//!     match handle_exit(vcpu, state, guest, map, host):
+//!       Resume               => continue
+//!       MapPage { gpa, write } => pin the memslot page, map it in the NPT,
+//!                               continue
+//!       ToUser(exit)         => write_user_exit(...); return 0
+//! ```
+//!
+//! Everything between VMRUN and the NPT update is decided here; the
+//! kernel only copies bytes, pins pages and runs the guest.
+//!
+//! # Exits (AMD APM vol. 2 §15.9-15.13, §15.25; KVM `svm_exit_handlers`)
+//!
+//! | exit | what happens |
+//! |---|---|
+//! | CPUID | the KVM_SET_CPUID2 table (`cpuid.rs`); the KVM leaves 0x4000_00xx are answered as userspace set them; OSXSAVE, OSPKE and the APIC bit follow CR4 and APIC_BASE (`kvm_update_cpuid_runtime`) |
+//! | RDMSR/WRMSR | `msr.rs`; an unknown MSR or a refused value is #GP(0) |
+//! | VMMCALL | every hypercall answers `-KVM_ENOSYS` in RAX (`-KVM_EPERM` from CPL > 0; 32 bits outside 64-bit mode), as `__kvm_emulate_hypercall` does for an unknown number |
+//! | IOIO | `KVM_EXIT_IO`; the data of OUT is copied now, IN is completed at the next `KVM_RUN`; RIP moves to EXITINFO2 only then (`complete_fast_pio_*`) |
+//! | INS/OUTS | decoded (`x86/decode.rs`) for the address size, segment and REP count that TCG leaves out of EXITINFO1 (host-backend notes §1.2): as many elements as stay in one 4 KiB page go to userspace in one exit, and RIP stays on the instruction while RCX is not zero |
+//! | NPF on RAM | [`Step::MapPage`]; a write to a read-only slot is an MMIO write to userspace, as in KVM |
+//! | NPF elsewhere | the instruction at CS.base + RIP is fetched through the guest's page tables (`paging.rs`), decoded and begun with `x86/emulate.rs`; an access the kernel cannot do is `KVM_EXIT_MMIO`, finished by [`complete_user_exit`] |
+//! | HLT | RIP advanced, `KVM_EXIT_HLT` (no in-kernel irqchip yet) |
+//! | SHUTDOWN | `KVM_EXIT_SHUTDOWN` (the kernel should reset the VMCB before the next entry, as `shutdown_interception` does) |
+//! | VMEXIT_INVALID | `KVM_EXIT_FAIL_ENTRY` with the exit code |
+//! | INTR, NMI, SMI, INIT, VINTR, IRET | nothing (the host takes its interrupt after STGI); VINTR may end `KVM_RUN` with `KVM_EXIT_IRQ_WINDOW_OPEN` |
+//! | intercepted exceptions | reflected into the guest (#PF with CR2); #MC is the host's |
+//! | VMRUN, VMLOAD, … | #UD: no nested virtualization |
+//! | INVD, WBINVD, MONITOR, MWAIT, PAUSE | NOPs (KVM's default `MWAIT_NEVER_UD_FAULTS` quirk) |
+//! | RDTSC(P) | host TSC + offset; RDPMC is #GP (no PMU) |
+//! | anything else | `KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON` with the exit code and CPU |
+//!
+//! An event whose delivery the exit interrupted (EXITINTINFO, APM §15.7.2)
+//! is queued again first through [`VendorVcpu::inject_event`]; if the exit
+//! is an MMIO access made by that delivery, the instruction at RIP is not
+//! the culprit and the exit is `KVM_INTERNAL_ERROR_DELIVERY_EV`.
+//!
+//! # RIP advance without NRIPS
+//!
+//! QEMU TCG gives no next RIP except for IOIO.  For the fixed-length
+//! intercepts (CPUID, RDMSR, VMMCALL, HLT, …) the bytes at RIP are always
+//! fetched and decoded: a redundant prefix (`2e 0f a2`) would make the
+//! vendor's fixed length wrong, and only the bytes tell.  If the decoded
+//! instruction is the intercepted one, RIP moves by its decoded length
+//! ([`VendorVcpu::retire_instruction`]); if the bytes cannot be read or
+//! decode to something else (the guest rewrote them since), the vendor's
+//! [`VendorVcpu::skip_instruction`] advances by the fixed length.  Both
+//! outcomes are counted.  The cost is one guest page walk per such exit,
+//! small beside a nested exit's 35-60 µs.
+//!
+//! # Emulation failures (KVM `handle_emulation_failure`)
+//!
+//! When the instruction cannot be fetched, decoded or emulated, the exit
+//! is `KVM_INTERNAL_ERROR_EMULATION` with the instruction bytes fetched so
+//! far and KVM's five exit-information words; KVM also queues #UD, and at
+//! CPL > 0 resumes the guest with that #UD instead of exiting.  Failures
+//! that are the host's (guest RAM the kernel cannot reach, inconsistent
+//! paging registers) exit without the #UD.
+//!
+//! # Guest and userspace input
+//!
+//! Exit information, registers, guest memory and the data userspace
+//! leaves in `kvm_run` are all untrusted: nothing here indexes without a
+//! check or overflows, every refusal is a typed outcome and a counter
+//! ([`ExitCounters`], for a debugfs file).
+//!
+//! # Not handled yet
+//!
+//! In-kernel LAPIC/IOAPIC/PIT (HLT and interrupts go to userspace),
+//! paravirtual MSRs (kvmclock) and x2APIC MSRs (#GP), XSETBV and task
+//! switches (internal error), KVM's `OUT 0x7e` RIP quirk, `cr8` in the
+//! run page (the vendor trait has no TPR accessor yet), PKRU for the
+//! guest page walks (taken as 0: no key denies an access).
+
+use core::cell::RefCell;
+
+use crate::cpuid::{CpuidEntry, CpuidError, CpuidTable, KVM_MAX_CPUID_ENTRIES};
+use crate::kvm_api::constants::{
+    KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, PAGE_SIZE,
+};
+use crate::kvm_api::run::{self, ExitState, IoDirection as RunIoDirection, RunRequest};
+use crate::kvm_api::Error as RunPageError;
+use crate::msr::{self, GuestMsrs, MsrError, MsrFeatures, MsrOrigin, MSR_IA32_APICBASE_ENABLE};
+use crate::paging::{
+    translate, Access, AccessKind, GuestMemory, MemoryError, PageTableWrite, PagingFeatures,
+    PagingRegisters, WalkError, CR0_PE, CR0_PG, CR4_LA57, CR4_PAE, CR4_PKE, EFER_LMA,
+};
+use crate::vendor::{
+    exception_has_error_code, Event, Exit, Gpr, HardwareExitInfo, IoDirection, IoExit, NpfExit,
+    Reinjection, SegmentRegister, VendorVcpu,
+};
+use crate::x86::decode::{
+    decode, truncate, CodeSize, DecodeError, Instruction, Mnemonic, Register, Segment,
+    MAX_INSTRUCTION_LENGTH,
+};
+use crate::x86::emulate::{
+    self, Context, EmulateError, Exception, MmioRequest, MmioResult, Outcome, Pending, Registers,
+    SegmentCache, RFLAGS_DF,
+};
+
+/// `KVM_ENOSYS` and `KVM_EPERM` of `include/uapi/linux/kvm_para.h`: the
+/// hypercall errors, returned negated in RAX.
+const KVM_ENOSYS: i64 = 1000;
+const KVM_EPERM: i64 = 1;
+
+/// The most bytes one `KVM_EXIT_IO` carries: the PIO data page.
+pub const PIO_DATA_CAPACITY: usize = PAGE_SIZE;
+
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_VM: u64 = 1 << 17;
+const CR4_OSXSAVE: u64 = 1 << 18;
+/// Descriptor bits 53 (L) and 54 (D/B) in the VMCB's 12-bit attributes.
+const SEGMENT_LONG: u16 = 1 << 9;
+const SEGMENT_DEFAULT_BIG: u16 = 1 << 10;
+const LINEAR_PAGE: u64 = 4096;
+
+const VECTOR_UD: u8 = 6;
+const VECTOR_SS: u8 = 12;
+const VECTOR_GP: u8 = 13;
+const VECTOR_PF: u8 = 14;
+const VECTOR_MC: u8 = 18;
+
+const RAX: u8 = Gpr::Rax as u8;
+const RCX: u8 = Gpr::Rcx as u8;
+const RSI: u8 = Gpr::Rsi as u8;
+const RDI: u8 = Gpr::Rdi as u8;
+
+// ------------------------------------------------------------ interfaces
+
+/// What backs a guest-physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// No memslot: MMIO, handled by userspace.
+    Unbacked,
+    /// A memslot page (read-only with `KVM_MEM_READONLY`).
+    Ram { writable: bool },
+}
+
+/// The memslots as the exit handler needs them.
+pub trait MemoryMap {
+    fn backing(&self, gpa: u64) -> Backing;
+}
+
+/// Guest RAM: the page-table reads of [`GuestMemory`], the accessed and
+/// dirty updates of [`PageTableWrite`], and plain writes, for the RAM
+/// side of a string instruction (MOVS between RAM and MMIO, INS).
+/// `write_bytes` never crosses a page.
+pub trait GuestRam: PageTableWrite {
+    fn write_bytes(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError>;
+}
+
+/// What the kernel knows about the host side of the exit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostState {
+    /// The host TSC, read after the exit (for IA32_TSC and RDTSC).
+    pub tsc: u64,
+    /// The CPU the guest ran on (`fail_entry.cpu`, internal error data).
+    pub cpu: u32,
+}
+
+/// What the kernel does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Enter the guest again.
+    Resume,
+    /// Pin the memslot page of `gpa`, map it in the nested page tables
+    /// (writable if `write`), and enter the guest again.
+    MapPage { gpa: u64, write: bool },
+    /// Describe the exit in `kvm_run` ([`write_user_exit`]) and return
+    /// from `KVM_RUN`.
+    ToUser(UserExit),
+}
+
+/// Up to 16 data words of an internal-error exit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitWords {
+    words: [u64; run::EXIT_DATA_WORDS],
+    len: u8,
+}
+
+impl ExitWords {
+    pub fn from_slice(words: &[u64]) -> Self {
+        let mut result = Self::default();
+        for (slot, word) in result.words.iter_mut().zip(words) {
+            *slot = *word;
+            result.len = result.len.wrapping_add(1);
+        }
+        result
+    }
+
+    pub fn as_slice(&self) -> &[u64] {
+        self.words.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+/// Up to 15 instruction bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InstructionBytes {
+    bytes: [u8; MAX_INSTRUCTION_LENGTH],
+    len: u8,
+}
+
+impl InstructionBytes {
+    pub fn as_slice(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+/// An exit to userspace, in the form `kvm_api::run::write_exit` takes it
+/// ([`UserExit::to_run_exit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserExit {
+    /// `KVM_EXIT_IO`; for `Out`, the `size * count` bytes are in
+    /// [`VcpuState::pio_data`].
+    Io {
+        direction: RunIoDirection,
+        size: u8,
+        port: u16,
+        count: u32,
+    },
+    /// `KVM_EXIT_MMIO` of `len` bytes; `write` holds a write's data.
+    Mmio {
+        gpa: u64,
+        len: u8,
+        write: Option<[u8; 8]>,
+    },
+    Hlt,
+    Shutdown,
+    IrqWindowOpen,
+    FailEntry {
+        hardware_entry_failure_reason: u64,
+        cpu: u32,
+    },
+    InternalError {
+        suberror: u32,
+        data: ExitWords,
+    },
+    /// `KVM_INTERNAL_ERROR_EMULATION` with the instruction bytes fetched
+    /// (`None` if none could be) and KVM's exit-information words.
+    EmulationFailure {
+        instruction: Option<InstructionBytes>,
+        data: ExitWords,
+    },
+}
+
+impl UserExit {
+    /// The exit as the run-page writer takes it; the PIO data comes from
+    /// `state`.
+    pub fn to_run_exit<'a>(&'a self, state: &'a VcpuState) -> run::Exit<'a> {
+        match self {
+            UserExit::Io {
+                direction,
+                size,
+                port,
+                count,
+            } => {
+                let length = usize::try_from(*count)
+                    .unwrap_or(usize::MAX)
+                    .saturating_mul(usize::from(*size));
+                run::Exit::Io {
+                    direction: *direction,
+                    size: *size,
+                    port: *port,
+                    count: *count,
+                    data: state.pio_data.get(..length).unwrap_or(&[]),
+                }
+            }
+            UserExit::Mmio { gpa, len, write } => run::Exit::Mmio {
+                phys_addr: *gpa,
+                len: u32::from(*len),
+                write: write
+                    .as_ref()
+                    .map(|bytes| bytes.get(..usize::from(*len)).unwrap_or(bytes)),
+            },
+            UserExit::Hlt => run::Exit::Hlt,
+            UserExit::Shutdown => run::Exit::Shutdown,
+            UserExit::IrqWindowOpen => run::Exit::IrqWindowOpen,
+            UserExit::FailEntry {
+                hardware_entry_failure_reason,
+                cpu,
+            } => run::Exit::FailEntry {
+                hardware_entry_failure_reason: *hardware_entry_failure_reason,
+                cpu: *cpu,
+            },
+            UserExit::InternalError { suberror, data } => run::Exit::InternalError {
+                suberror: *suberror,
+                data: data.as_slice(),
+            },
+            UserExit::EmulationFailure { instruction, data } => run::Exit::EmulationFailure {
+                insn: instruction
+                    .as_ref()
+                    .map(InstructionBytes::as_slice)
+                    .filter(|bytes| !bytes.is_empty()),
+                data: data.as_slice(),
+            },
+        }
+    }
+}
+
+// ------------------------------------------------------------ counters
+
+/// Declares a counted category: an enum, its names and a count.
+macro_rules! counted {
+    ($(#[$meta:meta])* $name:ident { $($(#[$variant_meta:meta])* $variant:ident => $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name { $($(#[$variant_meta])* $variant,)* }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+            /// The name in the debugfs file.
+            pub const fn name(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+        }
+    };
+}
+
+counted! {
+    /// Exits by vendor-neutral reason.
+    ExitReason {
+        Cpuid => "cpuid",
+        Rdmsr => "rdmsr",
+        Wrmsr => "wrmsr",
+        Io => "io",
+        Npf => "npf",
+        Hlt => "hlt",
+        Hypercall => "hypercall",
+        ExternalInterrupt => "intr",
+        Nmi => "nmi",
+        Smi => "smi",
+        Init => "init",
+        InterruptWindow => "interrupt_window",
+        Iret => "iret",
+        Shutdown => "shutdown",
+        Exception => "exception",
+        ControlRegister => "cr",
+        DebugRegister => "dr",
+        Invlpg => "invlpg",
+        Rdtsc => "rdtsc",
+        Rdtscp => "rdtscp",
+        Rdpmc => "rdpmc",
+        Pause => "pause",
+        Invd => "invd",
+        Wbinvd => "wbinvd",
+        Monitor => "monitor",
+        Mwait => "mwait",
+        Xsetbv => "xsetbv",
+        TaskSwitch => "task_switch",
+        VirtualizationInstruction => "svm_instruction",
+        Invalid => "invalid",
+        Unexpected => "unexpected",
+        Unknown => "unknown",
+    }
+}
+
+impl ExitReason {
+    pub fn of(exit: &Exit) -> Self {
+        match exit {
+            Exit::Cpuid => Self::Cpuid,
+            Exit::Msr { write: false } => Self::Rdmsr,
+            Exit::Msr { write: true } => Self::Wrmsr,
+            Exit::Io(_) => Self::Io,
+            Exit::Npf(_) => Self::Npf,
+            Exit::Hlt => Self::Hlt,
+            Exit::Hypercall => Self::Hypercall,
+            Exit::ExternalInterrupt => Self::ExternalInterrupt,
+            Exit::Nmi => Self::Nmi,
+            Exit::Smi => Self::Smi,
+            Exit::Init => Self::Init,
+            Exit::InterruptWindow => Self::InterruptWindow,
+            Exit::Iret => Self::Iret,
+            Exit::Shutdown => Self::Shutdown,
+            Exit::Exception { .. } => Self::Exception,
+            Exit::ControlRegister { .. } => Self::ControlRegister,
+            Exit::DebugRegister { .. } => Self::DebugRegister,
+            Exit::Invlpg { .. } => Self::Invlpg,
+            Exit::Rdtsc => Self::Rdtsc,
+            Exit::Rdtscp => Self::Rdtscp,
+            Exit::Rdpmc => Self::Rdpmc,
+            Exit::Pause => Self::Pause,
+            Exit::Invd => Self::Invd,
+            Exit::Wbinvd => Self::Wbinvd,
+            Exit::Monitor => Self::Monitor,
+            Exit::Mwait => Self::Mwait,
+            Exit::Xsetbv => Self::Xsetbv,
+            Exit::TaskSwitch => Self::TaskSwitch,
+            Exit::VirtualizationInstruction => Self::VirtualizationInstruction,
+            Exit::Invalid => Self::Invalid,
+            Exit::Unexpected(_) => Self::Unexpected,
+            Exit::Unknown(_) => Self::Unknown,
+        }
+    }
+}
+
+counted! {
+    /// Port I/O exits by the device a PC has at the port (pvrs-vmm's
+    /// `layout.rs` for the ACPI PM block).
+    PortClass {
+        Pic => "pic",
+        Pit => "pit",
+        I8042 => "i8042",
+        Rtc => "rtc",
+        PostCode => "post_code",
+        Serial => "serial",
+        PciConfig => "pci_config",
+        AcpiPm => "acpi_pm",
+        Other => "other",
+    }
+}
+
+impl PortClass {
+    pub fn of(port: u16) -> Self {
+        match port {
+            0x20..=0x21 | 0xa0..=0xa1 | 0x4d0..=0x4d1 => Self::Pic,
+            0x40..=0x43 | 0x61 => Self::Pit,
+            0x60 | 0x64 => Self::I8042,
+            0x70..=0x71 => Self::Rtc,
+            0x80 => Self::PostCode,
+            0x3f8..=0x3ff | 0x2f8..=0x2ff | 0x3e8..=0x3ef | 0x2e8..=0x2ef => Self::Serial,
+            0xcf8..=0xcff => Self::PciConfig,
+            0x600..=0x60f => Self::AcpiPm,
+            _ => Self::Other,
+        }
+    }
+}
+
+counted! {
+    /// Instructions that could not be emulated.
+    EmulationFailureKind {
+        /// The instruction bytes are not in guest RAM.
+        FetchUnmapped => "fetch_unmapped",
+        /// The decoder does not know the bytes.
+        Decode => "decode",
+        /// An operand or a paging structure is not in guest RAM.
+        OperandUnmapped => "operand_unmapped",
+        /// The emulator does not handle the instruction (or a page-crossing
+        /// access).
+        Unsupported => "unsupported",
+        /// The guest executes from MMIO.
+        FetchFromMmio => "fetch_from_mmio",
+        /// The guest's page tables are in MMIO.
+        PageTableInMmio => "page_table_in_mmio",
+        /// INS/OUTS that this handler refuses (to or from MMIO, across a
+        /// page, disagreeing with the exit).
+        StringIo => "string_io",
+        /// The hardware's next RIP is not 1-15 bytes on.
+        NextRip => "next_rip",
+        /// Guest RAM the host could not reach (pin or copy failed).
+        HostMemory => "host_memory",
+        /// Inconsistent paging registers (a hypervisor bug).
+        InvalidState => "invalid_state",
+    }
+}
+
+counted! {
+    /// Guest (or userspace) inputs that were refused.
+    Rejection {
+        UnknownMsr => "unknown_msr",
+        InvalidMsrValue => "invalid_msr_value",
+        PrivilegedHypercall => "hypercall_from_user_mode",
+        /// EXITINTINFO held something that cannot be injected again.
+        UninjectableEvent => "uninjectable_event",
+        /// An event was to be injected while another one was queued.
+        InjectionConflict => "injection_conflict",
+        /// The bytes at RIP are not the instruction the exit reported.
+        StaleInstruction => "stale_instruction",
+        /// Userspace moved RIP before completing an exit: the completion
+        /// was dropped, as KVM drops a PIO completion then.
+        CompletionDropped => "completion_dropped",
+        /// A new exit arrived while a completion was pending (the kernel
+        /// skipped `complete_user_exit`).
+        CompletionOverwritten => "completion_overwritten",
+        /// An exception intercept that cannot be reflected.
+        UnreflectableException => "unreflectable_exception",
+    }
+}
+
+/// Per-vCPU statistics, for a debugfs file.  Every counter wraps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitCounters {
+    pub exits: [u64; ExitReason::COUNT],
+    pub ports: [u64; PortClass::COUNT],
+    pub emulation_failures: [u64; EmulationFailureKind::COUNT],
+    pub rejected: [u64; Rejection::COUNT],
+    /// MMIO reads and writes that went to userspace.
+    pub mmio_reads: u64,
+    pub mmio_writes: u64,
+    /// Emulated instructions finished in the kernel (RAM operands).
+    pub mmio_in_kernel: u64,
+    /// Port I/O exits that were INS/OUTS.
+    pub string_io: u64,
+    pub map_page: u64,
+    pub hypercalls: u64,
+    pub exceptions_injected: u64,
+    pub events_reinjected: u64,
+    /// Fixed-length intercepts whose length the bytes at RIP confirmed,
+    /// corrected (a prefix) or could not check.
+    pub lengths_verified: u64,
+    pub lengths_corrected: u64,
+    pub lengths_unverified: u64,
+    pub irq_window_exits: u64,
+}
+
+fn bump(counter: &mut u64) {
+    *counter = counter.wrapping_add(1);
+}
+
+fn bump_at(counters: &mut [u64], index: usize) {
+    if let Some(counter) = counters.get_mut(index) {
+        bump(counter);
+    }
+}
+
+impl ExitCounters {
+    pub const ZERO: Self = Self {
+        exits: [0; ExitReason::COUNT],
+        ports: [0; PortClass::COUNT],
+        emulation_failures: [0; EmulationFailureKind::COUNT],
+        rejected: [0; Rejection::COUNT],
+        mmio_reads: 0,
+        mmio_writes: 0,
+        mmio_in_kernel: 0,
+        string_io: 0,
+        map_page: 0,
+        hypercalls: 0,
+        exceptions_injected: 0,
+        events_reinjected: 0,
+        lengths_verified: 0,
+        lengths_corrected: 0,
+        lengths_unverified: 0,
+        irq_window_exits: 0,
+    };
+
+    pub fn exit(&self, reason: ExitReason) -> u64 {
+        self.exits.get(reason as usize).copied().unwrap_or(0)
+    }
+
+    pub fn port(&self, class: PortClass) -> u64 {
+        self.ports.get(class as usize).copied().unwrap_or(0)
+    }
+
+    pub fn emulation_failure(&self, kind: EmulationFailureKind) -> u64 {
+        self.emulation_failures
+            .get(kind as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn rejection(&self, rejection: Rejection) -> u64 {
+        self.rejected.get(rejection as usize).copied().unwrap_or(0)
+    }
+
+    /// Every counter as (group, name, value), for a debugfs file.
+    pub fn for_each(&self, mut visit: impl FnMut(&'static str, &'static str, u64)) {
+        for reason in ExitReason::ALL {
+            visit("exit", reason.name(), self.exit(*reason));
+        }
+        for class in PortClass::ALL {
+            visit("port", class.name(), self.port(*class));
+        }
+        for kind in EmulationFailureKind::ALL {
+            visit(
+                "emulation_failure",
+                kind.name(),
+                self.emulation_failure(*kind),
+            );
+        }
+        for rejection in Rejection::ALL {
+            visit("rejected", rejection.name(), self.rejection(*rejection));
+        }
+        for (name, value) in [
+            ("mmio_reads", self.mmio_reads),
+            ("mmio_writes", self.mmio_writes),
+            ("mmio_in_kernel", self.mmio_in_kernel),
+            ("string_io", self.string_io),
+            ("map_page", self.map_page),
+            ("hypercalls", self.hypercalls),
+            ("exceptions_injected", self.exceptions_injected),
+            ("events_reinjected", self.events_reinjected),
+            ("lengths_verified", self.lengths_verified),
+            ("lengths_corrected", self.lengths_corrected),
+            ("lengths_unverified", self.lengths_unverified),
+            ("irq_window_exits", self.irq_window_exits),
+        ] {
+            visit("other", name, value);
+        }
+    }
+}
+
+impl Default for ExitCounters {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
+// ------------------------------------------------------------ state
+
+/// What the guest's CPUID says about MSRs and paging, recomputed at
+/// KVM_SET_CPUID2 (as `kvm_vcpu_after_set_cpuid` does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CpuModel {
+    msr: MsrFeatures,
+    paging: PagingFeatures,
+}
+
+/// `cpuid_query_maxphyaddr`: 36 bits when CPUID 0x8000_0008 is missing.
+const DEFAULT_PHYSICAL_ADDRESS_BITS: u8 = 36;
+
+impl CpuModel {
+    const RESET: Self = Self {
+        msr: MsrFeatures {
+            long_mode: false,
+            nx: false,
+            ffxsr: false,
+            tsc_aux: false,
+            x2apic: false,
+            physical_address_bits: DEFAULT_PHYSICAL_ADDRESS_BITS,
+            virtual_address_bits: 48,
+        },
+        paging: PagingFeatures {
+            max_phys_addr_bits: DEFAULT_PHYSICAL_ADDRESS_BITS,
+            pse36: false,
+            gb_pages: false,
+        },
+    };
+
+    fn from_cpuid(table: &GuestCpuid) -> Self {
+        let bit = |function: u32, index: u32, register: fn(&CpuidEntry) -> u32, bit: u32| {
+            table
+                .find(function, Some(index))
+                .is_some_and(|entry| register(entry) & (1 << bit) != 0)
+        };
+        let edx = |entry: &CpuidEntry| entry.edx;
+        let ecx = |entry: &CpuidEntry| entry.ecx;
+        let physical_address_bits = table
+            .find(0x8000_0008, Some(0))
+            .map(|entry| entry.eax as u8)
+            .filter(|&bits| bits != 0)
+            .unwrap_or(DEFAULT_PHYSICAL_ADDRESS_BITS);
+        Self {
+            msr: MsrFeatures {
+                long_mode: bit(0x8000_0001, 0, edx, 29),
+                nx: bit(0x8000_0001, 0, edx, 20),
+                ffxsr: bit(0x8000_0001, 0, edx, 25),
+                tsc_aux: bit(0x8000_0001, 0, edx, 27) || bit(7, 0, ecx, 22),
+                x2apic: bit(1, 0, ecx, 21),
+                physical_address_bits,
+                virtual_address_bits: 48,
+            },
+            paging: PagingFeatures {
+                max_phys_addr_bits: physical_address_bits,
+                pse36: bit(1, 0, edx, 17),
+                gb_pages: bit(0x8000_0001, 0, edx, 26),
+            },
+        }
+    }
+}
+
+/// The guest's CPUID table.
+pub type GuestCpuid = CpuidTable<KVM_MAX_CPUID_ENTRIES>;
+
+/// One string I/O exit in flight (INS/OUTS): where the elements are and
+/// how the registers move once userspace is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StringIo {
+    direction: IoDirection,
+    size: u8,
+    /// Elements in this exit.
+    count: u32,
+    /// The GPA of the first element; the others follow (or, with
+    /// RFLAGS.DF, precede) it in the same page.
+    first_gpa: u64,
+    backwards: bool,
+    /// Address size in bytes, for RSI/RDI/RCX.
+    address_size: u8,
+    rep: bool,
+    next_rip: u64,
+}
+
+/// What to do with the data userspace writes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CompletionKind {
+    /// OUT: only RIP moves (`complete_fast_pio_out`).
+    PortOut {
+        next_rip: u64,
+    },
+    /// IN: the data goes to AL/AX/EAX (`complete_fast_pio_in`).
+    PortIn {
+        size: u8,
+        next_rip: u64,
+    },
+    StringIo(StringIo),
+    /// The second phase of an emulated instruction.
+    Mmio {
+        pending: Pending,
+        request: MmioRequest,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Completion {
+    /// RIP at the exit: if userspace moved it, the completion is dropped.
+    rip: u64,
+    kind: CompletionKind,
+}
+
+/// What generic exit handling keeps per vCPU besides the vendor state.
+/// About 12 KiB: the kernel allocates it and calls [`VcpuState::reset`]
+/// in place.
+#[derive(Clone, Debug)]
+pub struct VcpuState {
+    cpuid: GuestCpuid,
+    model: CpuModel,
+    /// The MSRs that are neither in the VMCB nor elsewhere; the kernel's
+    /// KVM_GET/SET_MSRS use them with [`msr::read_msr`] and
+    /// [`msr::write_msr`] (`MsrOrigin::Host`).
+    pub msrs: GuestMsrs,
+    completion: Option<Completion>,
+    interrupt_window_requested: bool,
+    pio_data: [u8; PIO_DATA_CAPACITY],
+    counters: ExitCounters,
+}
+
+impl Default for VcpuState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VcpuState {
+    pub const fn new() -> Self {
+        Self {
+            cpuid: CpuidTable::new(),
+            model: CpuModel::RESET,
+            msrs: GuestMsrs::RESET,
+            completion: None,
+            interrupt_window_requested: false,
+            pio_data: [0; PIO_DATA_CAPACITY],
+            counters: ExitCounters::ZERO,
+        }
+    }
+
+    /// Back to [`VcpuState::new`] without a temporary copy on the stack.
+    pub fn reset(&mut self) {
+        // An empty list is always accepted.
+        let _ = self.cpuid.set(&[]);
+        self.model = CpuModel::RESET;
+        self.msrs = GuestMsrs::RESET;
+        self.completion = None;
+        self.interrupt_window_requested = false;
+        self.pio_data.fill(0);
+        self.counters = ExitCounters::ZERO;
+    }
+
+    /// KVM_SET_CPUID2.
+    pub fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<(), CpuidError> {
+        self.cpuid.set(entries)?;
+        self.model = CpuModel::from_cpuid(&self.cpuid);
+        Ok(())
+    }
+
+    pub fn cpuid(&self) -> &GuestCpuid {
+        &self.cpuid
+    }
+
+    /// The MSR features for an access now: the CPUID part, and the
+    /// virtual-address width of the current CR4.LA57 (`vcpu_virt_addr_bits`).
+    pub fn msr_features(&self, vcpu: &impl VendorVcpu) -> MsrFeatures {
+        MsrFeatures {
+            virtual_address_bits: if vcpu.cr4() & CR4_LA57 != 0 { 57 } else { 48 },
+            ..self.model.msr
+        }
+    }
+
+    pub fn counters(&self) -> &ExitCounters {
+        &self.counters
+    }
+
+    /// The data of the last `KVM_EXIT_IO` with direction out.
+    pub fn pio_data(&self) -> &[u8] {
+        &self.pio_data
+    }
+
+    /// Whether an exit to userspace waits for [`complete_user_exit`].
+    pub fn has_pending_completion(&self) -> bool {
+        self.completion.is_some()
+    }
+
+    /// Takes what userspace asks of this `KVM_RUN`.
+    pub fn begin_run(&mut self, request: &RunRequest) {
+        self.interrupt_window_requested = request.request_interrupt_window;
+    }
+
+    fn reject(&mut self, rejection: Rejection) {
+        bump_at(&mut self.counters.rejected, rejection as usize);
+    }
+}
+
+// ------------------------------------------------------------ entry points
+
+/// Before each VMRUN: opens the interrupt window userspace asked for
+/// (SvmVcpu closes it at every VINTR exit).
+pub fn prepare_entry(vcpu: &mut impl VendorVcpu, state: &VcpuState) {
+    if state.interrupt_window_requested {
+        vcpu.set_interrupt_window(true);
+    }
+}
+
+/// Handles the exit the vendor decoded (after `complete_exit`).
+pub fn handle_exit<V, G, M>(
+    vcpu: &mut V,
+    state: &mut VcpuState,
+    guest: &mut G,
+    memory_map: &M,
+    host: HostState,
+) -> Step
+where
+    V: VendorVcpu,
+    G: GuestRam,
+    M: MemoryMap + ?Sized,
+{
+    let mut handler = Handler {
+        vcpu,
+        state,
+        guest,
+        map: memory_map,
+        host,
+    };
+    let step = handler.handle();
+    handler.finish(step)
+}
+
+/// Why [`complete_user_exit`] could not read what userspace left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompletionError {
+    /// The run page or PIO page given is too short (a kernel bug); the
+    /// completion stays pending.
+    RunPage(RunPageError),
+}
+
+/// At the start of `KVM_RUN`: finishes the exit userspace handled, with
+/// the data it left in `run` (a private copy of `kvm_run`) or `pio_page`.
+/// Call it even with `immediate_exit`, as KVM does, so nothing is lost.
+/// It may return another exit (the store of a read-modify-write to MMIO).
+pub fn complete_user_exit<V, G, M>(
+    vcpu: &mut V,
+    state: &mut VcpuState,
+    guest: &mut G,
+    memory_map: &M,
+    run: &[u8],
+    pio_page: &[u8],
+) -> Result<Step, CompletionError>
+where
+    V: VendorVcpu,
+    G: GuestRam,
+    M: MemoryMap + ?Sized,
+{
+    let Some(completion) = state.completion else {
+        return Ok(Step::Resume);
+    };
+    if vcpu.rip() != completion.rip {
+        state.completion = None;
+        state.reject(Rejection::CompletionDropped);
+        return Ok(Step::Resume);
+    }
+    let mut handler = Handler {
+        vcpu,
+        state,
+        guest,
+        map: memory_map,
+        host: HostState::default(),
+    };
+    let step = handler
+        .complete(completion.kind, run, pio_page)
+        .map_err(CompletionError::RunPage)?;
+    Ok(step)
+}
+
+/// What `kvm_run` reports beside every exit (`post_kvm_run_save`).
+pub fn exit_state(vcpu: &impl VendorVcpu, state: &VcpuState) -> ExitState {
+    ExitState {
+        if_flag: vcpu.rflags() & RFLAGS_IF != 0,
+        cr8: 0,
+        apic_base: state.msrs.apic_base,
+        ready_for_interrupt_injection: ready_for_interrupt(vcpu),
+        flags: 0,
+    }
+}
+
+/// Writes `exit` into the run page and, for port I/O, the PIO page.
+pub fn write_user_exit(
+    vcpu: &impl VendorVcpu,
+    state: &VcpuState,
+    exit: &UserExit,
+    run: &mut [u8],
+    pio_page: &mut [u8],
+) -> Result<(), RunPageError> {
+    run::write_exit(
+        run,
+        pio_page,
+        &exit_state(vcpu, state),
+        &exit.to_run_exit(state),
+    )
+}
+
+/// Whether an interrupt could be injected now (`kvm_vcpu_ready_for_
+/// interrupt_injection` without an in-kernel irqchip).
+fn ready_for_interrupt(vcpu: &impl VendorVcpu) -> bool {
+    vcpu.rflags() & RFLAGS_IF != 0 && !vcpu.interrupt_shadow() && !vcpu.injection_pending()
+}
+
+// ------------------------------------------------------------ guest access
+
+/// Lets the page walker and the emulator's bus share the guest memory.
+/// Neither holds a borrow across a call into the other, so the borrow
+/// never fails; if it did, the access fails instead of panicking.
+struct SharedGuest<'c, 'g, G>(&'c RefCell<&'g mut G>);
+
+impl<G> SharedGuest<'_, '_, G> {
+    fn with<T>(
+        &self,
+        access: impl FnOnce(&mut G) -> Result<T, MemoryError>,
+    ) -> Result<T, MemoryError> {
+        let mut guest = self
+            .0
+            .try_borrow_mut()
+            .map_err(|_| MemoryError::Unavailable)?;
+        access(&mut guest)
+    }
+}
+
+impl<G: GuestRam> GuestMemory for SharedGuest<'_, '_, G> {
+    fn read_u32(&mut self, gpa: u64) -> Result<u32, MemoryError> {
+        self.with(|guest| guest.read_u32(gpa))
+    }
+    fn read_u64(&mut self, gpa: u64) -> Result<u64, MemoryError> {
+        self.with(|guest| guest.read_u64(gpa))
+    }
+    fn read_bytes(&mut self, gpa: u64, buffer: &mut [u8]) -> Result<(), MemoryError> {
+        self.with(|guest| guest.read_bytes(gpa, buffer))
+    }
+}
+
+impl<G: GuestRam> PageTableWrite for SharedGuest<'_, '_, G> {
+    fn set_entry_bits(
+        &mut self,
+        update: &crate::paging::AccessedDirtyUpdate,
+    ) -> Result<bool, MemoryError> {
+        self.with(|guest| guest.set_entry_bits(update))
+    }
+}
+
+/// The emulator's bus: RAM through the guest memory, everything else
+/// (and writes to read-only slots) deferred to userspace.
+struct Bus<'c, 'g, G, M: ?Sized> {
+    guest: SharedGuest<'c, 'g, G>,
+    map: &'c M,
+}
+
+impl<G: GuestRam, M: MemoryMap + ?Sized> emulate::Mmio for Bus<'_, '_, G, M> {
+    fn read(&mut self, gpa: u64, size: u8) -> Result<MmioResult, MemoryError> {
+        if self.map.backing(gpa) == Backing::Unbacked {
+            return Ok(MmioResult::Deferred);
+        }
+        let mut value = [0u8; 8];
+        let target = value
+            .get_mut(..usize::from(size))
+            .ok_or(MemoryError::Unavailable)?;
+        self.guest.with(|guest| guest.read_bytes(gpa, target))?;
+        Ok(MmioResult::Done(u64::from_le_bytes(value)))
+    }
+
+    fn write(&mut self, gpa: u64, size: u8, value: u64) -> Result<MmioResult, MemoryError> {
+        if self.map.backing(gpa) != (Backing::Ram { writable: true }) {
+            return Ok(MmioResult::Deferred);
+        }
+        let bytes = value.to_le_bytes();
+        let source = bytes
+            .get(..usize::from(size))
+            .ok_or(MemoryError::Unavailable)?;
+        self.guest.with(|guest| guest.write_bytes(gpa, source))?;
+        Ok(MmioResult::Done(0))
+    }
+}
+
+fn load_registers(vcpu: &impl VendorVcpu) -> Registers {
+    let mut registers = Registers {
+        gprs: [0; 16],
+        rip: vcpu.rip(),
+        rflags: vcpu.rflags(),
+    };
+    for (slot, register) in registers.gprs.iter_mut().zip(Gpr::ALL) {
+        *slot = vcpu.gpr(register);
+    }
+    registers
+}
+
+/// Writes back the GPRs and RFLAGS (RIP is the caller's business).
+fn store_registers(vcpu: &mut impl VendorVcpu, registers: &Registers) {
+    for (value, register) in registers.gprs.iter().zip(Gpr::ALL) {
+        if vcpu.gpr(register) != *value {
+            vcpu.set_gpr(register, *value);
+        }
+    }
+    vcpu.set_rflags(registers.rflags);
+}
+
+fn gpr_operand(index: u8) -> Register {
+    Register {
+        index,
+        high_byte: false,
+    }
+}
+
+fn code_size(vcpu: &impl VendorVcpu) -> CodeSize {
+    let cs = vcpu.segment(SegmentRegister::Cs);
+    CodeSize::of_guest(
+        vcpu.cr0() & CR0_PE != 0,
+        vcpu.rflags() & RFLAGS_VM != 0,
+        vcpu.efer() & EFER_LMA != 0,
+        cs.attributes & SEGMENT_LONG != 0,
+        cs.attributes & SEGMENT_DEFAULT_BIG != 0,
+    )
+}
+
+/// The mask of the instruction pointer in `code_size`.
+fn ip_mask(code_size: CodeSize) -> u64 {
+    match code_size {
+        CodeSize::Bits16 => 0xffff,
+        CodeSize::Bits32 => 0xffff_ffff,
+        CodeSize::Bits64 => u64::MAX,
+    }
+}
+
+/// The address-size mask for `address_size` bytes.
+fn address_mask(address_size: u8) -> u64 {
+    truncate(u64::MAX, address_size)
+}
+
+fn segment_cache(vcpu: &impl VendorVcpu, register: SegmentRegister) -> SegmentCache {
+    let segment = vcpu.segment(register);
+    SegmentCache {
+        base: segment.base,
+        limit: segment.limit,
+    }
+}
+
+fn context_segment(context: &Context, segment: Segment) -> SegmentCache {
+    match segment {
+        Segment::Es => context.es,
+        Segment::Cs => context.cs,
+        Segment::Ss => context.ss,
+        Segment::Ds => context.ds,
+        Segment::Fs => context.fs,
+        Segment::Gs => context.gs,
+    }
+}
+
+/// The linear address of `offset` in `segment` (in 64-bit mode only FS
+/// and GS have a base; elsewhere linear addresses wrap at 4 GiB).
+fn linear_address(context: &Context, segment: Segment, offset: u64) -> u64 {
+    let base = context_segment(context, segment).base;
+    match (context.code_size, segment) {
+        (CodeSize::Bits64, Segment::Fs | Segment::Gs) => base.wrapping_add(offset),
+        (CodeSize::Bits64, _) => offset,
+        _ => base.wrapping_add(offset) & 0xffff_ffff,
+    }
+}
+
+/// The code-segment linear address of `rip`.
+fn code_linear(context: &Context, rip: u64) -> u64 {
+    match context.code_size {
+        CodeSize::Bits64 => rip,
+        _ => context.cs.base.wrapping_add(rip) & 0xffff_ffff,
+    }
+}
+
+/// An instruction fetched at RIP and decoded, with its bytes.
+#[derive(Clone, Copy, Debug)]
+struct Fetched {
+    instruction: Instruction,
+    bytes: InstructionBytes,
+}
+
+/// Why no instruction came out of the bytes at RIP.
+#[derive(Clone, Copy, Debug)]
+enum FetchFailure {
+    /// The guest's MMU would fault: inject it.
+    Fault(Exception),
+    Failed(EmulationFailureKind, InstructionBytes),
+}
+
+fn walk_failure(error: WalkError, bytes: InstructionBytes) -> FetchFailure {
+    match error {
+        WalkError::PageFault(fault) => FetchFailure::Fault(Exception::PageFault(fault)),
+        WalkError::NonCanonical { .. } => FetchFailure::Fault(Exception::GeneralProtection),
+        WalkError::Memory { error, .. } => FetchFailure::Failed(memory_failure(error, true), bytes),
+        WalkError::InvalidPagingState => {
+            FetchFailure::Failed(EmulationFailureKind::InvalidState, bytes)
+        }
+    }
+}
+
+fn memory_failure(error: MemoryError, fetch: bool) -> EmulationFailureKind {
+    match (error, fetch) {
+        (MemoryError::Unavailable, _) => EmulationFailureKind::HostMemory,
+        (MemoryError::Unmapped, true) => EmulationFailureKind::FetchUnmapped,
+        (MemoryError::Unmapped, false) => EmulationFailureKind::OperandUnmapped,
+    }
+}
+
+/// Reads up to 15 bytes at CS.base + RIP through the guest's page tables
+/// and decodes them.  The second page is translated only if the first
+/// ends inside the instruction, so its #PF is raised only when the guest
+/// would take it.  Accessed flags are not set: the CPU set them when it
+/// fetched the instruction that exited.
+fn fetch_instruction<G: GuestMemory + ?Sized>(
+    context: &Context,
+    registers: &Registers,
+    guest: &mut G,
+) -> Result<Fetched, FetchFailure> {
+    let mut bytes = InstructionBytes::default();
+    let rip = registers.rip;
+    // Outside 64-bit mode, bytes past the CS limit cannot be fetched.
+    let room = match context.code_size {
+        CodeSize::Bits64 => MAX_INSTRUCTION_LENGTH,
+        _ => match u64::from(context.cs.limit).checked_sub(rip) {
+            Some(room) => room.saturating_add(1).min(MAX_INSTRUCTION_LENGTH as u64) as usize,
+            None => return Err(FetchFailure::Fault(Exception::GeneralProtection)),
+        },
+    };
+    let access = Access::explicit(AccessKind::Fetch, context.cpl, registers.rflags);
+    let mut fetched = 0usize;
+    while fetched < room {
+        let offset = rip.wrapping_add(fetched as u64) & ip_mask(context.code_size);
+        let linear = code_linear(context, offset);
+        let translation = translate(guest, &context.paging, &context.features, linear, access)
+            .map_err(|error| walk_failure(error, bytes))?;
+        let in_page = usize::try_from(translation.bytes_to_page_end()).unwrap_or(usize::MAX);
+        let chunk = in_page.min(room - fetched);
+        let so_far = bytes;
+        let target = bytes
+            .bytes
+            .get_mut(fetched..fetched + chunk)
+            .ok_or(FetchFailure::Failed(
+                EmulationFailureKind::InvalidState,
+                so_far,
+            ))?;
+        if let Err(error) = guest.read_bytes(translation.gpa, target) {
+            return Err(FetchFailure::Failed(memory_failure(error, true), bytes));
+        }
+        fetched += chunk;
+        bytes.len = fetched as u8;
+        match decode(bytes.as_slice(), context.code_size) {
+            Ok(instruction) => return Ok(Fetched { instruction, bytes }),
+            Err(DecodeError::NeedMoreBytes) => continue,
+            Err(_) => {
+                return Err(FetchFailure::Failed(EmulationFailureKind::Decode, bytes));
+            }
+        }
+    }
+    // Out of room: the CS limit cut the instruction (#GP on hardware), or
+    // 15 bytes were not enough for the decoder.
+    Err(if room < MAX_INSTRUCTION_LENGTH {
+        FetchFailure::Fault(Exception::GeneralProtection)
+    } else {
+        FetchFailure::Failed(EmulationFailureKind::Decode, bytes)
+    })
+}
+
+/// The mnemonic the decoder gives the instruction of a fixed-length
+/// intercept (RDPMC is not decoded).
+fn intercepted_mnemonic(exit: &Exit) -> Option<Mnemonic> {
+    Some(match exit {
+        Exit::Cpuid => Mnemonic::Cpuid,
+        Exit::Msr { write: false } => Mnemonic::Rdmsr,
+        Exit::Msr { write: true } => Mnemonic::Wrmsr,
+        Exit::Hypercall => Mnemonic::Vmmcall,
+        Exit::Hlt => Mnemonic::Hlt,
+        Exit::Rdtsc => Mnemonic::Rdtsc,
+        Exit::Rdtscp => Mnemonic::Rdtscp,
+        Exit::Pause => Mnemonic::Pause,
+        Exit::Invd => Mnemonic::Invd,
+        Exit::Wbinvd => Mnemonic::Wbinvd,
+        Exit::Monitor => Mnemonic::Monitor,
+        Exit::Mwait => Mnemonic::Mwait,
+        Exit::Xsetbv => Mnemonic::Xsetbv,
+        _ => return None,
+    })
+}
+
+// ------------------------------------------------------------ the handler
+
+/// One exit's worth of borrowed state.
+struct Handler<'a, V, G, M: ?Sized> {
+    vcpu: &'a mut V,
+    state: &'a mut VcpuState,
+    guest: &'a mut G,
+    map: &'a M,
+    host: HostState,
+}
+
+impl<V, G, M> Handler<'_, V, G, M>
+where
+    V: VendorVcpu,
+    G: GuestRam,
+    M: MemoryMap + ?Sized,
+{
+    fn handle(&mut self) -> Step {
+        let info = self.vcpu.exit_info();
+        bump_at(
+            &mut self.state.counters.exits,
+            ExitReason::of(&info.exit) as usize,
+        );
+        if self.state.completion.take().is_some() {
+            self.state.reject(Rejection::CompletionOverwritten);
+        }
+        let delivering = match info.interrupted_event {
+            Ok(None) => false,
+            Ok(Some(event)) => {
+                if let Reinjection::Inject(event) = Reinjection::for_interrupted(event) {
+                    if self.vcpu.inject_event(event).is_err() {
+                        self.state.reject(Rejection::InjectionConflict);
+                        return self.delivery_error();
+                    }
+                    bump(&mut self.state.counters.events_reinjected);
+                }
+                true
+            }
+            Err(_) => {
+                self.state.reject(Rejection::UninjectableEvent);
+                return self.delivery_error();
+            }
+        };
+        let exit = info.exit;
+        match exit {
+            Exit::Cpuid => self.cpuid(&exit),
+            Exit::Msr { write } => self.msr(&exit, write),
+            Exit::Hypercall => self.hypercall(&exit),
+            Exit::Io(io) => self.io(io),
+            Exit::Npf(npf) => self.npf(npf, delivering),
+            Exit::Hlt => {
+                self.skip(&exit);
+                Step::ToUser(UserExit::Hlt)
+            }
+            Exit::ExternalInterrupt
+            | Exit::Nmi
+            | Exit::Smi
+            | Exit::Init
+            | Exit::InterruptWindow
+            | Exit::Iret => Step::Resume,
+            Exit::Shutdown => Step::ToUser(UserExit::Shutdown),
+            Exit::Exception {
+                vector,
+                error_code,
+                fault_address,
+            } => self.reflect_exception(vector, error_code, fault_address),
+            Exit::VirtualizationInstruction => self.inject_exception(VECTOR_UD, None),
+            Exit::Invd | Exit::Wbinvd | Exit::Monitor | Exit::Mwait | Exit::Pause => {
+                self.skip(&exit);
+                Step::Resume
+            }
+            Exit::Rdtsc | Exit::Rdtscp => {
+                let tsc = self.host.tsc.wrapping_add(self.state.msrs.tsc_offset);
+                self.vcpu.set_gpr(Gpr::Rax, tsc & 0xffff_ffff);
+                self.vcpu.set_gpr(Gpr::Rdx, tsc >> 32);
+                if exit == Exit::Rdtscp {
+                    self.vcpu
+                        .set_gpr(Gpr::Rcx, u64::from(self.state.msrs.tsc_aux));
+                }
+                self.skip(&exit);
+                Step::Resume
+            }
+            // No PMU is offered: RDPMC faults, as kvm_emulate_rdpmc does.
+            Exit::Rdpmc => self.inject_exception(VECTOR_GP, Some(0)),
+            Exit::Invalid => Step::ToUser(UserExit::FailEntry {
+                hardware_entry_failure_reason: self.vcpu.hardware_exit_info().reason,
+                cpu: self.host.cpu,
+            }),
+            Exit::ControlRegister { .. }
+            | Exit::DebugRegister { .. }
+            | Exit::Invlpg { .. }
+            | Exit::Xsetbv
+            | Exit::TaskSwitch
+            | Exit::Unexpected(_)
+            | Exit::Unknown(_) => self.unexpected_exit(),
+        }
+    }
+
+    /// After a `Resume`: the interrupt window userspace asked for may be
+    /// open now (KVM checks after every exit, `vcpu_run`).
+    fn finish(&mut self, step: Step) -> Step {
+        if step == Step::Resume
+            && self.state.interrupt_window_requested
+            && ready_for_interrupt(self.vcpu)
+        {
+            bump(&mut self.state.counters.irq_window_exits);
+            return Step::ToUser(UserExit::IrqWindowOpen);
+        }
+        step
+    }
+
+    // -------------------------------------------------------- failures
+
+    fn unexpected_exit(&mut self) -> Step {
+        let reason = self.vcpu.hardware_exit_info().reason;
+        Step::ToUser(UserExit::InternalError {
+            suberror: KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+            data: ExitWords::from_slice(&[reason, u64::from(self.host.cpu)]),
+        })
+    }
+
+    /// KVM's five exit-information words (`prepare_emulation_failure_exit`).
+    fn exit_info_words(&self) -> [u64; 5] {
+        let HardwareExitInfo {
+            reason,
+            info1,
+            info2,
+            interrupt_info,
+            interrupt_error_code,
+        } = self.vcpu.hardware_exit_info();
+        // KVM passes the reason through a u32.
+        [
+            reason & 0xffff_ffff,
+            info1,
+            info2,
+            u64::from(interrupt_info),
+            u64::from(interrupt_error_code),
+        ]
+    }
+
+    fn delivery_error(&mut self) -> Step {
+        Step::ToUser(UserExit::InternalError {
+            suberror: KVM_INTERNAL_ERROR_DELIVERY_EV,
+            data: ExitWords::from_slice(&self.exit_info_words()),
+        })
+    }
+
+    fn emulation_failure(
+        &mut self,
+        kind: EmulationFailureKind,
+        bytes: Option<InstructionBytes>,
+    ) -> Step {
+        bump_at(&mut self.state.counters.emulation_failures, kind as usize);
+        let guest_caused = !matches!(
+            kind,
+            EmulationFailureKind::HostMemory | EmulationFailureKind::InvalidState
+        );
+        if guest_caused {
+            // handle_emulation_failure: #UD is queued; user mode just
+            // takes it, so a guest process cannot stop the VM.
+            let queued = self.vcpu.inject_event(Event::exception(VECTOR_UD, None));
+            if queued.is_ok() && self.vcpu.cpl() != 0 {
+                bump(&mut self.state.counters.exceptions_injected);
+                return Step::Resume;
+            }
+        }
+        Step::ToUser(UserExit::EmulationFailure {
+            instruction: bytes,
+            data: ExitWords::from_slice(&self.exit_info_words()),
+        })
+    }
+
+    fn fetch_failure(&mut self, failure: FetchFailure) -> Step {
+        match failure {
+            FetchFailure::Fault(exception) => self.inject(exception),
+            FetchFailure::Failed(kind, bytes) => self.emulation_failure(kind, Some(bytes)),
+        }
+    }
+
+    // -------------------------------------------------------- events
+
+    /// Queues an exception; the error code is dropped outside protected
+    /// mode, where none is pushed (as `kvm_inject_exception` does).
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) -> Step {
+        let error_code = error_code.filter(|_| self.vcpu.cr0() & CR0_PE != 0);
+        match self.vcpu.inject_event(Event::exception(vector, error_code)) {
+            Ok(()) => {
+                bump(&mut self.state.counters.exceptions_injected);
+                Step::Resume
+            }
+            Err(_) => {
+                self.state.reject(Rejection::InjectionConflict);
+                self.delivery_error()
+            }
+        }
+    }
+
+    fn inject(&mut self, exception: Exception) -> Step {
+        match exception {
+            Exception::PageFault(fault) => {
+                self.vcpu.set_cr2(fault.linear_address);
+                self.inject_exception(VECTOR_PF, Some(fault.error_code))
+            }
+            Exception::GeneralProtection => self.inject_exception(VECTOR_GP, Some(0)),
+            Exception::StackFault => self.inject_exception(VECTOR_SS, Some(0)),
+            Exception::InvalidOpcode => self.inject_exception(VECTOR_UD, None),
+        }
+    }
+
+    /// An intercepted exception goes back to the guest; #MC was the
+    /// host's (its handler ran after the exit).  #BP and #OF would need
+    /// the length of INT3/INTO to be injected as software exceptions.
+    fn reflect_exception(&mut self, vector: u8, error_code: u32, fault_address: u64) -> Step {
+        match vector {
+            VECTOR_MC => Step::Resume,
+            0..=1 | 5..=30 => {
+                if vector == VECTOR_PF {
+                    self.vcpu.set_cr2(fault_address);
+                }
+                let error_code = exception_has_error_code(vector).then_some(error_code);
+                self.inject_exception(vector, error_code)
+            }
+            _ => {
+                self.state.reject(Rejection::UnreflectableException);
+                self.unexpected_exit()
+            }
+        }
+    }
+
+    // -------------------------------------------------------- simple exits
+
+    fn context(&mut self) -> Result<Context, EmulationFailureKind> {
+        let vcpu = &*self.vcpu;
+        let mut paging = PagingRegisters {
+            cr0: vcpu.cr0(),
+            cr3: vcpu.cr3(),
+            cr4: vcpu.cr4(),
+            efer: vcpu.efer(),
+            pdptes: [0; 4],
+            pkru: 0,
+        };
+        let pae_legacy =
+            paging.cr0 & CR0_PG != 0 && paging.cr4 & CR4_PAE != 0 && paging.efer & EFER_LMA == 0;
+        if pae_legacy {
+            // With nested paging the CPU reads the PDPTEs from memory
+            // (APM §15.25.10), so there are no PDPTE registers to copy.
+            let table = paging.cr3 & 0xffff_ffe0;
+            for (index, pdpte) in paging.pdptes.iter_mut().enumerate() {
+                *pdpte = self
+                    .guest
+                    .read_u64(table.wrapping_add(8 * index as u64))
+                    .map_err(|error| memory_failure(error, false))?;
+            }
+        }
+        let vcpu = &*self.vcpu;
+        Ok(Context {
+            code_size: code_size(vcpu),
+            cpl: vcpu.cpl(),
+            paging,
+            features: self.state.model.paging,
+            es: segment_cache(vcpu, SegmentRegister::Es),
+            cs: segment_cache(vcpu, SegmentRegister::Cs),
+            ss: segment_cache(vcpu, SegmentRegister::Ss),
+            ds: segment_cache(vcpu, SegmentRegister::Ds),
+            fs: segment_cache(vcpu, SegmentRegister::Fs),
+            gs: segment_cache(vcpu, SegmentRegister::Gs),
+        })
+    }
+
+    /// Moves RIP past a fixed-length intercept, checking the length
+    /// against the bytes at RIP (see the module docs).
+    fn skip(&mut self, exit: &Exit) {
+        if let Some(expected) = intercepted_mnemonic(exit) {
+            if let Ok(context) = self.context() {
+                let registers = load_registers(self.vcpu);
+                if let Ok(fetched) = fetch_instruction(&context, &registers, self.guest) {
+                    let length = fetched.instruction.length;
+                    if fetched.instruction.mnemonic == expected {
+                        let counters = &mut self.state.counters;
+                        if exit.fixed_instruction_length() == Some(length) {
+                            bump(&mut counters.lengths_verified);
+                        } else {
+                            bump(&mut counters.lengths_corrected);
+                        }
+                        self.vcpu
+                            .retire_instruction(registers.next_rip(context.code_size, length));
+                        return;
+                    }
+                    self.state.reject(Rejection::StaleInstruction);
+                }
+            }
+        }
+        bump(&mut self.state.counters.lengths_unverified);
+        // Only exits with a fixed length get here, so this cannot fail;
+        // if it did, the guest would exit again on the same instruction.
+        let _ = self.vcpu.skip_instruction(exit);
+    }
+
+    fn cpuid(&mut self, exit: &Exit) -> Step {
+        let function = self.vcpu.gpr(Gpr::Rax) as u32;
+        let index = self.vcpu.gpr(Gpr::Rcx) as u32;
+        let mut result = self.state.cpuid.query(function, index);
+        // The bits that follow guest state (kvm_update_cpuid_runtime).
+        let set_bit = |register: &mut u32, bit: u32, on: bool| {
+            *register = (*register & !(1 << bit)) | (u32::from(on) << bit);
+        };
+        let cr4 = self.vcpu.cr4();
+        if function == 1 && self.state.cpuid.find(1, Some(index)).is_some() {
+            set_bit(&mut result.ecx, 27, cr4 & CR4_OSXSAVE != 0);
+            let apic_enabled = self.state.msrs.apic_base & MSR_IA32_APICBASE_ENABLE != 0;
+            set_bit(&mut result.edx, 9, apic_enabled);
+        }
+        if function == 7 && index == 0 && self.state.cpuid.find(7, Some(0)).is_some() {
+            set_bit(&mut result.ecx, 4, cr4 & CR4_PKE != 0);
+        }
+        self.vcpu.set_gpr(Gpr::Rax, u64::from(result.eax));
+        self.vcpu.set_gpr(Gpr::Rbx, u64::from(result.ebx));
+        self.vcpu.set_gpr(Gpr::Rcx, u64::from(result.ecx));
+        self.vcpu.set_gpr(Gpr::Rdx, u64::from(result.edx));
+        self.skip(exit);
+        Step::Resume
+    }
+
+    fn msr(&mut self, exit: &Exit, write: bool) -> Step {
+        let number = self.vcpu.gpr(Gpr::Rcx) as u32;
+        let result = if write {
+            let value = (self.vcpu.gpr(Gpr::Rdx) & 0xffff_ffff) << 32
+                | self.vcpu.gpr(Gpr::Rax) & 0xffff_ffff;
+            let features = self.state.msr_features(self.vcpu);
+            msr::write_msr(
+                self.vcpu,
+                &mut self.state.msrs,
+                &features,
+                number,
+                value,
+                self.host.tsc,
+                MsrOrigin::Guest,
+            )
+        } else {
+            msr::read_msr(self.vcpu, &self.state.msrs, number, self.host.tsc).map(|value| {
+                self.vcpu.set_gpr(Gpr::Rax, value & 0xffff_ffff);
+                self.vcpu.set_gpr(Gpr::Rdx, value >> 32);
+            })
+        };
+        match result {
+            Ok(()) => {
+                self.skip(exit);
+                Step::Resume
+            }
+            Err(error) => {
+                self.state.reject(match error {
+                    MsrError::Unknown(_) => Rejection::UnknownMsr,
+                    MsrError::InvalidValue { .. } => Rejection::InvalidMsrValue,
+                });
+                self.inject_exception(VECTOR_GP, Some(0))
+            }
+        }
+    }
+
+    fn hypercall(&mut self, exit: &Exit) -> Step {
+        bump(&mut self.state.counters.hypercalls);
+        let error = if self.vcpu.cpl() != 0 {
+            self.state.reject(Rejection::PrivilegedHypercall);
+            KVM_EPERM
+        } else {
+            KVM_ENOSYS
+        };
+        let mut result = error.wrapping_neg() as u64;
+        if code_size(self.vcpu) != CodeSize::Bits64 {
+            result &= 0xffff_ffff;
+        }
+        self.vcpu.set_gpr(Gpr::Rax, result);
+        self.skip(exit);
+        Step::Resume
+    }
+
+    fn pend(&mut self, kind: CompletionKind) {
+        self.state.completion = Some(Completion {
+            rip: self.vcpu.rip(),
+            kind,
+        });
+    }
+
+    // -------------------------------------------------------- port I/O
+
+    fn io(&mut self, io: IoExit) -> Step {
+        bump_at(
+            &mut self.state.counters.ports,
+            PortClass::of(io.port) as usize,
+        );
+        if !matches!(io.size, 1 | 2 | 4) {
+            return self.unexpected_exit();
+        }
+        // EXITINFO2 must lie 1-15 bytes after RIP (in the IP's width).
+        let mask = ip_mask(code_size(self.vcpu));
+        let length = io.next_rip.wrapping_sub(self.vcpu.rip()) & mask;
+        if io.next_rip & !mask != 0 || !(1..=MAX_INSTRUCTION_LENGTH as u64).contains(&length) {
+            return self.emulation_failure(EmulationFailureKind::NextRip, None);
+        }
+        if io.string {
+            bump(&mut self.state.counters.string_io);
+            return self.string_io(io);
+        }
+        let size = usize::from(io.size);
+        let direction = match io.direction {
+            IoDirection::Out => {
+                let value = self.vcpu.gpr(Gpr::Rax).to_le_bytes();
+                match (self.state.pio_data.get_mut(..size), value.get(..size)) {
+                    (Some(target), Some(source)) => target.copy_from_slice(source),
+                    _ => return self.emulation_failure(EmulationFailureKind::InvalidState, None),
+                }
+                self.pend(CompletionKind::PortOut {
+                    next_rip: io.next_rip,
+                });
+                RunIoDirection::Out
+            }
+            IoDirection::In => {
+                self.pend(CompletionKind::PortIn {
+                    size: io.size,
+                    next_rip: io.next_rip,
+                });
+                RunIoDirection::In
+            }
+        };
+        Step::ToUser(UserExit::Io {
+            direction,
+            size: io.size,
+            port: io.port,
+            count: 1,
+        })
+    }
+
+    /// INS/OUTS: the exit does not say where the data is, so the
+    /// instruction is decoded (see the module docs).
+    fn string_io(&mut self, io: IoExit) -> Step {
+        let context = match self.context() {
+            Ok(context) => context,
+            Err(kind) => return self.emulation_failure(kind, None),
+        };
+        let registers = load_registers(self.vcpu);
+        let fetched = match fetch_instruction(&context, &registers, self.guest) {
+            Ok(fetched) => fetched,
+            Err(failure) => return self.fetch_failure(failure),
+        };
+        let instruction = fetched.instruction;
+        let expected = match io.direction {
+            IoDirection::In => Mnemonic::Ins,
+            IoDirection::Out => Mnemonic::Outs,
+        };
+        let next_rip = registers.next_rip(context.code_size, instruction.length);
+        let agrees = instruction.mnemonic == expected
+            && instruction.operand_size == io.size
+            && next_rip == io.next_rip
+            && io
+                .address_size
+                .map_or(true, |bits| bits / 8 == instruction.address_size);
+        if !agrees {
+            self.state.reject(Rejection::StaleInstruction);
+            return self.emulation_failure(EmulationFailureKind::StringIo, Some(fetched.bytes));
+        }
+        let address_size = instruction.address_size;
+        let rep = instruction.rep.is_some();
+        let remaining = if rep {
+            truncate(registers.gprs[usize::from(RCX)], address_size)
+        } else {
+            1
+        };
+        if remaining == 0 {
+            self.vcpu.retire_instruction(next_rip);
+            return Step::Resume;
+        }
+        let (segment, index_register) = match io.direction {
+            IoDirection::In => (Segment::Es, RDI),
+            IoDirection::Out => (instruction.segment_override.unwrap_or(Segment::Ds), RSI),
+        };
+        let size = u64::from(io.size);
+        let offset = truncate(registers.gprs[usize::from(index_register)], address_size);
+        let backwards = registers.rflags & RFLAGS_DF != 0;
+        let linear = linear_address(&context, segment, offset);
+        let page_offset = linear & (LINEAR_PAGE - 1);
+        if page_offset + size > LINEAR_PAGE {
+            // An element across a page boundary would need two
+            // translations; Linux never does unaligned string I/O.
+            return self.emulation_failure(EmulationFailureKind::StringIo, Some(fetched.bytes));
+        }
+        // Elements that stay in this page, in the offset space, within
+        // the segment limit and in the data page.
+        let mut count = if backwards {
+            (page_offset / size + 1).min(offset / size + 1)
+        } else {
+            let in_page = (LINEAR_PAGE - page_offset) / size;
+            let in_offsets = (address_mask(address_size) - offset).saturating_add(1) / size;
+            in_page.min(in_offsets)
+        };
+        if context.code_size != CodeSize::Bits64 {
+            let limit = u64::from(context_segment(&context, segment).limit);
+            // Expand-up limits bound the top: forwards every element,
+            // backwards only the first.
+            let first_end = offset.wrapping_add(size - 1);
+            if first_end < offset || first_end > limit {
+                return self.inject(if segment == Segment::Ss {
+                    Exception::StackFault
+                } else {
+                    Exception::GeneralProtection
+                });
+            }
+            if !backwards {
+                count = count.min((limit - offset + 1) / size);
+            }
+        }
+        count = count.min(remaining).min(PIO_DATA_CAPACITY as u64 / size);
+        if count == 0 {
+            return self.emulation_failure(EmulationFailureKind::StringIo, Some(fetched.bytes));
+        }
+        let kind = match io.direction {
+            IoDirection::In => AccessKind::Write,
+            IoDirection::Out => AccessKind::Read,
+        };
+        let access = Access::explicit(kind, context.cpl, registers.rflags);
+        let translation = match translate(
+            self.guest,
+            &context.paging,
+            &context.features,
+            linear,
+            access,
+        ) {
+            Ok(translation) => translation,
+            Err(WalkError::PageFault(fault)) => return self.inject(Exception::PageFault(fault)),
+            Err(WalkError::NonCanonical { .. }) => {
+                return self.inject(if segment == Segment::Ss {
+                    Exception::StackFault
+                } else {
+                    Exception::GeneralProtection
+                })
+            }
+            Err(WalkError::Memory { error, .. }) => {
+                return self.emulation_failure(memory_failure(error, false), Some(fetched.bytes))
+            }
+            Err(WalkError::InvalidPagingState) => {
+                return self
+                    .emulation_failure(EmulationFailureKind::InvalidState, Some(fetched.bytes))
+            }
+        };
+        match translation.accessed_dirty.apply(self.guest) {
+            Ok(true) => {}
+            // The entry changed under us: let the guest run it again.
+            Ok(false) => return Step::Resume,
+            Err(error) => {
+                return self.emulation_failure(memory_failure(error, false), Some(fetched.bytes))
+            }
+        }
+        // OUTS reads any RAM, INS writes only writable RAM.
+        let ram_ok = matches!(
+            (self.map.backing(translation.gpa), io.direction),
+            (Backing::Ram { writable: true }, _)
+                | (Backing::Ram { writable: false }, IoDirection::Out)
+        );
+        if !ram_ok {
+            return self.emulation_failure(EmulationFailureKind::StringIo, Some(fetched.bytes));
+        }
+        let pending = StringIo {
+            direction: io.direction,
+            size: io.size,
+            count: count as u32,
+            first_gpa: translation.gpa,
+            backwards,
+            address_size,
+            rep,
+            next_rip,
+        };
+        if io.direction == IoDirection::Out {
+            for element in 0..pending.count {
+                let gpa = element_gpa(&pending, element);
+                let start = element as usize * usize::from(io.size);
+                let Some(target) = self
+                    .state
+                    .pio_data
+                    .get_mut(start..start + usize::from(io.size))
+                else {
+                    return self.emulation_failure(EmulationFailureKind::InvalidState, None);
+                };
+                if let Err(error) = self.guest.read_bytes(gpa, target) {
+                    return self
+                        .emulation_failure(memory_failure(error, false), Some(fetched.bytes));
+                }
+            }
+        }
+        self.pend(CompletionKind::StringIo(pending));
+        Step::ToUser(UserExit::Io {
+            direction: match io.direction {
+                IoDirection::In => RunIoDirection::In,
+                IoDirection::Out => RunIoDirection::Out,
+            },
+            size: io.size,
+            port: io.port,
+            count: pending.count,
+        })
+    }
+
+    // -------------------------------------------------------- NPF / MMIO
+
+    fn npf(&mut self, npf: NpfExit, delivering: bool) -> Step {
+        if npf.is_reserved_bit_fault() {
+            // pvrs never sets reserved bits in its NPT: a broken table.
+            return self.unexpected_exit();
+        }
+        match self.map.backing(npf.gpa) {
+            Backing::Ram { writable } if writable || !npf.is_write() => {
+                bump(&mut self.state.counters.map_page);
+                return Step::MapPage {
+                    gpa: npf.gpa,
+                    write: npf.is_write(),
+                };
+            }
+            _ => {}
+        }
+        // MMIO: no slot, or a write to a read-only slot.
+        if npf.is_page_table_walk() {
+            return self.emulation_failure(EmulationFailureKind::PageTableInMmio, None);
+        }
+        if npf.is_fetch() {
+            return self.emulation_failure(EmulationFailureKind::FetchFromMmio, None);
+        }
+        if delivering {
+            // The access belongs to the event's delivery (IDT, stack), not
+            // to the instruction at RIP.
+            return self.delivery_error();
+        }
+        let context = match self.context() {
+            Ok(context) => context,
+            Err(kind) => return self.emulation_failure(kind, None),
+        };
+        let mut registers = load_registers(self.vcpu);
+        let fetched = match fetch_instruction(&context, &registers, self.guest) {
+            Ok(fetched) => fetched,
+            Err(failure) => return self.fetch_failure(failure),
+        };
+        let result = {
+            let cell = RefCell::new(&mut *self.guest);
+            let mut memory = SharedGuest(&cell);
+            let mut bus = Bus {
+                guest: SharedGuest(&cell),
+                map: self.map,
+            };
+            emulate::begin(
+                &context,
+                &mut registers,
+                &fetched.instruction,
+                &mut memory,
+                &mut bus,
+            )
+        };
+        self.emulation_result(result, registers, Some(fetched.bytes))
+    }
+
+    /// Acts on what the emulator did.
+    fn emulation_result(
+        &mut self,
+        result: Result<emulate::Step, EmulateError>,
+        registers: Registers,
+        bytes: Option<InstructionBytes>,
+    ) -> Step {
+        match result {
+            Ok(emulate::Step::Done(Outcome::Completed)) => {
+                bump(&mut self.state.counters.mmio_in_kernel);
+                store_registers(self.vcpu, &registers);
+                self.vcpu.retire_instruction(registers.rip);
+                Step::Resume
+            }
+            Ok(emulate::Step::Done(Outcome::Repeat)) => {
+                bump(&mut self.state.counters.mmio_in_kernel);
+                store_registers(self.vcpu, &registers);
+                Step::Resume
+            }
+            Ok(emulate::Step::Done(Outcome::System { .. })) => {
+                // A control-register instruction makes no memory access:
+                // the bytes changed since the exit.  Running it again is
+                // what the guest asked for.
+                self.state.reject(Rejection::StaleInstruction);
+                Step::Resume
+            }
+            Ok(emulate::Step::NeedsMmio { request, pending }) => {
+                let counters = &mut self.state.counters;
+                bump(if request.write {
+                    &mut counters.mmio_writes
+                } else {
+                    &mut counters.mmio_reads
+                });
+                self.pend(CompletionKind::Mmio { pending, request });
+                Step::ToUser(UserExit::Mmio {
+                    gpa: request.gpa,
+                    len: request.size,
+                    write: request.write.then(|| request.data.to_le_bytes()),
+                })
+            }
+            Err(EmulateError::Exception(exception)) => self.inject(exception),
+            Err(EmulateError::Retry) => Step::Resume,
+            Err(EmulateError::Memory { error, .. }) => {
+                self.emulation_failure(memory_failure(error, false), bytes)
+            }
+            Err(EmulateError::Unsupported) => {
+                self.emulation_failure(EmulationFailureKind::Unsupported, bytes)
+            }
+            Err(EmulateError::InvalidState) => {
+                self.emulation_failure(EmulationFailureKind::InvalidState, bytes)
+            }
+        }
+    }
+
+    // -------------------------------------------------------- completion
+
+    fn complete(
+        &mut self,
+        kind: CompletionKind,
+        run: &[u8],
+        pio_page: &[u8],
+    ) -> Result<Step, RunPageError> {
+        // Read userspace's data before dropping the completion, so a short
+        // buffer leaves it pending.
+        let step = match kind {
+            CompletionKind::PortOut { next_rip } => {
+                self.state.completion = None;
+                self.vcpu.retire_instruction(next_rip);
+                Step::Resume
+            }
+            CompletionKind::PortIn { size, next_rip } => {
+                let data = run::read_pio_in_data(pio_page, size, 1)?;
+                let mut value = [0u8; 8];
+                if let (Some(target), Some(source)) = (
+                    value.get_mut(..usize::from(size)),
+                    data.get(..usize::from(size)),
+                ) {
+                    target.copy_from_slice(source);
+                }
+                self.state.completion = None;
+                let mut registers = load_registers(self.vcpu);
+                registers.write(gpr_operand(RAX), size, u64::from_le_bytes(value));
+                store_registers(self.vcpu, &registers);
+                self.vcpu.retire_instruction(next_rip);
+                Step::Resume
+            }
+            CompletionKind::StringIo(string) => {
+                let data = match string.direction {
+                    IoDirection::In => {
+                        Some(run::read_pio_in_data(pio_page, string.size, string.count)?)
+                    }
+                    IoDirection::Out => None,
+                };
+                self.state.completion = None;
+                self.complete_string_io(&string, data)
+            }
+            CompletionKind::Mmio { pending, request } => {
+                let value = if request.write {
+                    0
+                } else {
+                    u64::from_le_bytes(run::read_mmio_completion(run, u32::from(request.size))?)
+                };
+                self.state.completion = None;
+                let mut registers = load_registers(self.vcpu);
+                let result = {
+                    let cell = RefCell::new(&mut *self.guest);
+                    let mut bus = Bus {
+                        guest: SharedGuest(&cell),
+                        map: self.map,
+                    };
+                    emulate::complete(&pending, &mut registers, &mut bus, value)
+                };
+                self.emulation_result(result, registers, None)
+            }
+        };
+        Ok(step)
+    }
+
+    fn complete_string_io(&mut self, string: &StringIo, data: Option<&[u8]>) -> Step {
+        let size = usize::from(string.size);
+        if let Some(data) = data {
+            for element in 0..string.count {
+                let start = element as usize * size;
+                let Some(bytes) = data.get(start..start + size) else {
+                    return self.emulation_failure(EmulationFailureKind::InvalidState, None);
+                };
+                if let Err(error) = self.guest.write_bytes(element_gpa(string, element), bytes) {
+                    return self.emulation_failure(memory_failure(error, false), None);
+                }
+            }
+        }
+        let mut registers = load_registers(self.vcpu);
+        let moved = u64::from(string.count).wrapping_mul(u64::from(string.size));
+        let step = if string.backwards {
+            moved.wrapping_neg()
+        } else {
+            moved
+        };
+        let index = match string.direction {
+            IoDirection::In => RDI,
+            IoDirection::Out => RSI,
+        };
+        let advance = |registers: &mut Registers, index: u8, by: u64| {
+            let register = gpr_operand(index);
+            let value = registers
+                .read(register, string.address_size)
+                .wrapping_add(by);
+            registers.write(register, string.address_size, value);
+        };
+        advance(&mut registers, index, step);
+        let mut done = true;
+        if string.rep {
+            advance(&mut registers, RCX, u64::from(string.count).wrapping_neg());
+            done = registers.read(gpr_operand(RCX), string.address_size) == 0;
+        }
+        store_registers(self.vcpu, &registers);
+        if done {
+            self.vcpu.retire_instruction(string.next_rip);
+        }
+        // Otherwise RIP stays: the guest runs the instruction again for
+        // the next elements, as an interrupted REP INS/OUTS resumes.
+        Step::Resume
+    }
+}
+
+/// The GPA of element `element` of a string I/O exit.
+fn element_gpa(string: &StringIo, element: u32) -> u64 {
+    let distance = u64::from(element).wrapping_mul(u64::from(string.size));
+    if string.backwards {
+        string.first_gpa.wrapping_sub(distance)
+    } else {
+        string.first_gpa.wrapping_add(distance)
+    }
+}
+
+#[cfg(test)]
+mod tests;
