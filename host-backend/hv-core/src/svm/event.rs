@@ -27,23 +27,39 @@ pinned_constants! {
     /// The event-format `#define`s of asm/svm.h.
     table EVENT_CONSTANTS;
 
+    /// EVENTINJ bits 7:0: the vector.
     SVM_EVTINJ_VEC_MASK: u32 = 0xff;
+    /// First bit of the 3-bit type field.
     SVM_EVTINJ_TYPE_SHIFT: u32 = 8;
+    /// EVENTINJ bits 10:8: the event type.
     SVM_EVTINJ_TYPE_MASK: u32 = 7 << SVM_EVTINJ_TYPE_SHIFT;
+    /// Type 0: an external (maskable) interrupt.
     SVM_EVTINJ_TYPE_INTR: u32 = 0 << SVM_EVTINJ_TYPE_SHIFT;
+    /// Type 2: the NMI.
     SVM_EVTINJ_TYPE_NMI: u32 = 2 << SVM_EVTINJ_TYPE_SHIFT;
-    /// Linux's spelling.
+    /// Type 3: an exception (Linux's spelling).
     SVM_EVTINJ_TYPE_EXEPT: u32 = 3 << SVM_EVTINJ_TYPE_SHIFT;
+    /// Type 4: a software interrupt (INTn).
     SVM_EVTINJ_TYPE_SOFT: u32 = 4 << SVM_EVTINJ_TYPE_SHIFT;
+    /// Bit 31 (V): the word holds an event.
     SVM_EVTINJ_VALID: u32 = 1 << 31;
+    /// Bit 11 (EV): the error code is valid and is pushed.
     SVM_EVTINJ_VALID_ERR: u32 = 1 << 11;
+    /// EXITINTINFO's vector (same format as EVENTINJ).
     SVM_EXITINTINFO_VEC_MASK: u32 = SVM_EVTINJ_VEC_MASK;
+    /// EXITINTINFO's type field.
     SVM_EXITINTINFO_TYPE_MASK: u32 = SVM_EVTINJ_TYPE_MASK;
+    /// EXITINTINFO type: an external interrupt.
     SVM_EXITINTINFO_TYPE_INTR: u32 = SVM_EVTINJ_TYPE_INTR;
+    /// EXITINTINFO type: the NMI.
     SVM_EXITINTINFO_TYPE_NMI: u32 = SVM_EVTINJ_TYPE_NMI;
+    /// EXITINTINFO type: an exception.
     SVM_EXITINTINFO_TYPE_EXEPT: u32 = SVM_EVTINJ_TYPE_EXEPT;
+    /// EXITINTINFO type: a software interrupt.
     SVM_EXITINTINFO_TYPE_SOFT: u32 = SVM_EVTINJ_TYPE_SOFT;
+    /// EXITINTINFO: an event was being delivered.
     SVM_EXITINTINFO_VALID: u32 = SVM_EVTINJ_VALID;
+    /// EXITINTINFO: the interrupted event has an error code.
     SVM_EXITINTINFO_VALID_ERR: u32 = SVM_EVTINJ_VALID_ERR;
 }
 
@@ -54,7 +70,9 @@ const EVENT_RESERVED_MASK: u32 =
 /// An event as the VMCB holds it: the event word and the error code.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawEvent {
+    /// Vector, type, EV and V bits (`SVM_EVTINJ_*`).
     pub word: u32,
+    /// The error code, meaningful only with [`SVM_EVTINJ_VALID_ERR`] set.
     pub error_code: u32,
 }
 

@@ -24,103 +24,199 @@ pinned_constants! {
     /// Every `SVM_EXIT_*` code of uapi/asm/svm.h that pvrs mirrors.
     table EXIT_CODE_CONSTANTS;
 
+    /// MOV from CR0 (a CRn read exits with `SVM_EXIT_READ_CR0 + n`).
     SVM_EXIT_READ_CR0: u32 = 0x000;
+    /// MOV from CR2.
     SVM_EXIT_READ_CR2: u32 = 0x002;
+    /// MOV from CR3.
     SVM_EXIT_READ_CR3: u32 = 0x003;
+    /// MOV from CR4.
     SVM_EXIT_READ_CR4: u32 = 0x004;
+    /// MOV from CR8 (the TPR).
     SVM_EXIT_READ_CR8: u32 = 0x008;
+    /// MOV to CR0 (a CRn write exits with `SVM_EXIT_WRITE_CR0 + n`); also CLTS and LMSW.
     SVM_EXIT_WRITE_CR0: u32 = 0x010;
+    /// MOV to CR2.
     SVM_EXIT_WRITE_CR2: u32 = 0x012;
+    /// MOV to CR3.
     SVM_EXIT_WRITE_CR3: u32 = 0x013;
+    /// MOV to CR4.
     SVM_EXIT_WRITE_CR4: u32 = 0x014;
+    /// MOV to CR8 (the TPR).
     SVM_EXIT_WRITE_CR8: u32 = 0x018;
+    /// MOV from DR0 (a DRn read exits with `SVM_EXIT_READ_DR0 + n`).
     SVM_EXIT_READ_DR0: u32 = 0x020;
+    /// MOV from DR1.
     SVM_EXIT_READ_DR1: u32 = 0x021;
+    /// MOV from DR2.
     SVM_EXIT_READ_DR2: u32 = 0x022;
+    /// MOV from DR3.
     SVM_EXIT_READ_DR3: u32 = 0x023;
+    /// MOV from DR4 (an alias of DR6 unless CR4.DE).
     SVM_EXIT_READ_DR4: u32 = 0x024;
+    /// MOV from DR5 (an alias of DR7 unless CR4.DE).
     SVM_EXIT_READ_DR5: u32 = 0x025;
+    /// MOV from DR6.
     SVM_EXIT_READ_DR6: u32 = 0x026;
+    /// MOV from DR7.
     SVM_EXIT_READ_DR7: u32 = 0x027;
+    /// MOV to DR0 (a DRn write exits with `SVM_EXIT_WRITE_DR0 + n`).
     SVM_EXIT_WRITE_DR0: u32 = 0x030;
+    /// MOV to DR1.
     SVM_EXIT_WRITE_DR1: u32 = 0x031;
+    /// MOV to DR2.
     SVM_EXIT_WRITE_DR2: u32 = 0x032;
+    /// MOV to DR3.
     SVM_EXIT_WRITE_DR3: u32 = 0x033;
+    /// MOV to DR4 (an alias of DR6 unless CR4.DE).
     SVM_EXIT_WRITE_DR4: u32 = 0x034;
+    /// MOV to DR5 (an alias of DR7 unless CR4.DE).
     SVM_EXIT_WRITE_DR5: u32 = 0x035;
+    /// MOV to DR6.
     SVM_EXIT_WRITE_DR6: u32 = 0x036;
+    /// MOV to DR7.
     SVM_EXIT_WRITE_DR7: u32 = 0x037;
     /// Exception vector `v` exits with `SVM_EXIT_EXCP_BASE + v`.
     SVM_EXIT_EXCP_BASE: u32 = 0x040;
+    /// The last exception exit code (vector 31).
     SVM_EXIT_LAST_EXCP: u32 = 0x05f;
+    /// A physical maskable interrupt arrived.
     SVM_EXIT_INTR: u32 = 0x060;
+    /// A physical NMI arrived.
     SVM_EXIT_NMI: u32 = 0x061;
+    /// A physical SMI arrived.
     SVM_EXIT_SMI: u32 = 0x062;
+    /// An INIT signal arrived.
     SVM_EXIT_INIT: u32 = 0x063;
+    /// The guest became able to take the virtual interrupt (`V_IRQ`): the interrupt window opened.
     SVM_EXIT_VINTR: u32 = 0x064;
+    /// A CR0 write that changed bits other than TS and MP (selective CR0 intercept).
     SVM_EXIT_CR0_SEL_WRITE: u32 = 0x065;
+    /// SIDT.
     SVM_EXIT_IDTR_READ: u32 = 0x066;
+    /// SGDT.
     SVM_EXIT_GDTR_READ: u32 = 0x067;
+    /// SLDT.
     SVM_EXIT_LDTR_READ: u32 = 0x068;
+    /// STR.
     SVM_EXIT_TR_READ: u32 = 0x069;
+    /// LIDT.
     SVM_EXIT_IDTR_WRITE: u32 = 0x06a;
+    /// LGDT.
     SVM_EXIT_GDTR_WRITE: u32 = 0x06b;
+    /// LLDT.
     SVM_EXIT_LDTR_WRITE: u32 = 0x06c;
+    /// LTR.
     SVM_EXIT_TR_WRITE: u32 = 0x06d;
+    /// RDTSC.
     SVM_EXIT_RDTSC: u32 = 0x06e;
+    /// RDPMC.
     SVM_EXIT_RDPMC: u32 = 0x06f;
+    /// PUSHF.
     SVM_EXIT_PUSHF: u32 = 0x070;
+    /// POPF.
     SVM_EXIT_POPF: u32 = 0x071;
+    /// CPUID.
     SVM_EXIT_CPUID: u32 = 0x072;
+    /// RSM (leaving SMM).
     SVM_EXIT_RSM: u32 = 0x073;
+    /// IRET (used to detect the end of NMI blocking).
     SVM_EXIT_IRET: u32 = 0x074;
+    /// INTn, a software interrupt.
     SVM_EXIT_SWINT: u32 = 0x075;
+    /// INVD.
     SVM_EXIT_INVD: u32 = 0x076;
+    /// PAUSE (after the pause filter count, if one is set).
     SVM_EXIT_PAUSE: u32 = 0x077;
+    /// HLT.
     SVM_EXIT_HLT: u32 = 0x078;
+    /// INVLPG; EXITINFO1 holds the address with DecodeAssists.
     SVM_EXIT_INVLPG: u32 = 0x079;
+    /// INVLPGA.
     SVM_EXIT_INVLPGA: u32 = 0x07a;
+    /// IN/OUT/INS/OUTS on an intercepted port; EXITINFO1 describes the access (`SVM_IOIO_*`), EXITINFO2 is the next RIP.
     SVM_EXIT_IOIO: u32 = 0x07b;
+    /// RDMSR (EXITINFO1 = 0) or WRMSR (EXITINFO1 = 1) of an intercepted MSR.
     SVM_EXIT_MSR: u32 = 0x07c;
+    /// A hardware task switch; EXITINFO1 holds the target TSS selector.
     SVM_EXIT_TASK_SWITCH: u32 = 0x07d;
+    /// The processor froze on an x87 FERR (legacy FERR handling).
     SVM_EXIT_FERR_FREEZE: u32 = 0x07e;
+    /// Shutdown: a triple fault, or an exception during #DF delivery.
     SVM_EXIT_SHUTDOWN: u32 = 0x07f;
+    /// VMRUN in the guest.
     SVM_EXIT_VMRUN: u32 = 0x080;
+    /// VMMCALL, the hypercall instruction.
     SVM_EXIT_VMMCALL: u32 = 0x081;
+    /// VMLOAD in the guest.
     SVM_EXIT_VMLOAD: u32 = 0x082;
+    /// VMSAVE in the guest.
     SVM_EXIT_VMSAVE: u32 = 0x083;
+    /// STGI in the guest.
     SVM_EXIT_STGI: u32 = 0x084;
+    /// CLGI in the guest.
     SVM_EXIT_CLGI: u32 = 0x085;
+    /// SKINIT in the guest.
     SVM_EXIT_SKINIT: u32 = 0x086;
+    /// RDTSCP.
     SVM_EXIT_RDTSCP: u32 = 0x087;
+    /// ICEBP (INT1, opcode F1).
     SVM_EXIT_ICEBP: u32 = 0x088;
+    /// WBINVD.
     SVM_EXIT_WBINVD: u32 = 0x089;
+    /// MONITOR.
     SVM_EXIT_MONITOR: u32 = 0x08a;
+    /// MWAIT, unconditionally.
     SVM_EXIT_MWAIT: u32 = 0x08b;
+    /// MWAIT when the monitor hardware is armed.
     SVM_EXIT_MWAIT_COND: u32 = 0x08c;
+    /// XSETBV.
     SVM_EXIT_XSETBV: u32 = 0x08d;
+    /// RDPRU.
     SVM_EXIT_RDPRU: u32 = 0x08e;
+    /// A trap after the guest wrote EFER (SEV-ES); EXITINFO1 is the new value.
     SVM_EXIT_EFER_WRITE_TRAP: u32 = 0x08f;
+    /// A trap after the guest wrote CR0 (SEV-ES); CRn exits with `SVM_EXIT_CR0_WRITE_TRAP + n`.
     SVM_EXIT_CR0_WRITE_TRAP: u32 = 0x090;
+    /// Write trap of CR1 (reserved register).
     SVM_EXIT_CR1_WRITE_TRAP: u32 = 0x091;
+    /// Write trap of CR2.
     SVM_EXIT_CR2_WRITE_TRAP: u32 = 0x092;
+    /// Write trap of CR3.
     SVM_EXIT_CR3_WRITE_TRAP: u32 = 0x093;
+    /// Write trap of CR4.
     SVM_EXIT_CR4_WRITE_TRAP: u32 = 0x094;
+    /// Write trap of CR5 (reserved register).
     SVM_EXIT_CR5_WRITE_TRAP: u32 = 0x095;
+    /// Write trap of CR6 (reserved register).
     SVM_EXIT_CR6_WRITE_TRAP: u32 = 0x096;
+    /// Write trap of CR7 (reserved register).
     SVM_EXIT_CR7_WRITE_TRAP: u32 = 0x097;
+    /// Write trap of CR8 (the TPR).
     SVM_EXIT_CR8_WRITE_TRAP: u32 = 0x098;
+    /// Write trap of CR9 (reserved register).
     SVM_EXIT_CR9_WRITE_TRAP: u32 = 0x099;
+    /// Write trap of CR10 (reserved register).
     SVM_EXIT_CR10_WRITE_TRAP: u32 = 0x09a;
+    /// Write trap of CR11 (reserved register).
     SVM_EXIT_CR11_WRITE_TRAP: u32 = 0x09b;
+    /// Write trap of CR12 (reserved register).
     SVM_EXIT_CR12_WRITE_TRAP: u32 = 0x09c;
+    /// Write trap of CR13 (reserved register).
     SVM_EXIT_CR13_WRITE_TRAP: u32 = 0x09d;
+    /// Write trap of CR14 (reserved register).
     SVM_EXIT_CR14_WRITE_TRAP: u32 = 0x09e;
+    /// Write trap of CR15 (reserved register).
     SVM_EXIT_CR15_WRITE_TRAP: u32 = 0x09f;
+    /// INVPCID.
     SVM_EXIT_INVPCID: u32 = 0x0a2;
+    /// A nested page fault (APM 15.25.6): EXITINFO1 is the error code, EXITINFO2 the GPA.
     SVM_EXIT_NPF: u32 = 0x400;
+    /// AVIC could not deliver an IPI by itself.
     SVM_EXIT_AVIC_INCOMPLETE_IPI: u32 = 0x401;
+    /// A guest APIC access AVIC does not accelerate.
     SVM_EXIT_AVIC_UNACCELERATED_ACCESS: u32 = 0x402;
+    /// VMGEXIT, the SEV-ES guest's request to the hypervisor.
     SVM_EXIT_VMGEXIT: u32 = 0x403;
     /// Reserved for software.
     SVM_EXIT_SW: u32 = 0xf000_0000;
@@ -135,20 +231,28 @@ pinned_constants! {
 
     /// IOIO EXITINFO1 (APM 15.10.2): bit 0 is 1 for IN.
     SVM_IOIO_TYPE_MASK: u64 = 1;
+    /// Bit of [`SVM_IOIO_STR_MASK`].
     SVM_IOIO_STR_SHIFT: u64 = 2;
+    /// Bit of [`SVM_IOIO_REP_MASK`].
     SVM_IOIO_REP_SHIFT: u64 = 3;
+    /// First bit of [`SVM_IOIO_SIZE_MASK`].
     SVM_IOIO_SIZE_SHIFT: u64 = 4;
+    /// First bit of [`SVM_IOIO_ASIZE_MASK`].
     SVM_IOIO_ASIZE_SHIFT: u64 = 7;
+    /// A string instruction (INS/OUTS).
     SVM_IOIO_STR_MASK: u64 = 1 << SVM_IOIO_STR_SHIFT;
+    /// With a REP prefix.
     SVM_IOIO_REP_MASK: u64 = 1 << SVM_IOIO_REP_SHIFT;
     /// One-hot operand size: bit 4 = 8-bit, 5 = 16-bit, 6 = 32-bit.
     SVM_IOIO_SIZE_MASK: u64 = 7 << SVM_IOIO_SIZE_SHIFT;
     /// One-hot address size: bit 7 = 16-bit, 8 = 32-bit, 9 = 64-bit.
     SVM_IOIO_ASIZE_MASK: u64 = 7 << SVM_IOIO_ASIZE_SHIFT;
 
-    /// Task-switch EXITINFO2 bits.
+    /// Task switch EXITINFO2 bit: caused by an IRET.
     SVM_EXITINFOSHIFT_TS_REASON_IRET: u64 = 36;
+    /// Task switch EXITINFO2: caused by a far JMP.
     SVM_EXITINFOSHIFT_TS_REASON_JMP: u64 = 38;
+    /// Task switch EXITINFO2: an error code is to be pushed (it is in the low 32 bits).
     SVM_EXITINFOSHIFT_TS_HAS_ERROR_CODE: u64 = 44;
 
     /// CR/DR access EXITINFO1 with DecodeAssists: the GPR number.

@@ -1,6 +1,6 @@
 //! AMD SVM: the VMCB, exit decoding, event injection, permission maps,
 //! and [`SvmVcpu`], the in-memory vCPU that implements
-//! [`VendorVcpu`](crate::vendor::VendorVcpu) over a VMCB (AMD APM vol. 2
+//! [`VendorVcpu`] over a VMCB (AMD APM vol. 2
 //! chapter 15).
 //!
 //! The kernel module's world switch (VMLOAD, VMRUN, VMSAVE in a `.S`
@@ -31,11 +31,11 @@ use vmcb::*;
 /// does.  QEMU TCG 7.2 has none of them ([`SvmFeatures::TCG`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SvmFeatures {
-    /// EDX[3]: the VMCB's `next_rip` is written on instruction intercepts.
+    /// EDX\[3\]: the VMCB's `next_rip` is written on instruction intercepts.
     pub nrips: bool,
-    /// EDX[7]: CR/DR/INVLPG exit information and instruction bytes.
+    /// EDX\[7\]: CR/DR/INVLPG exit information and instruction bytes.
     pub decode_assists: bool,
-    /// EDX[6]: `TLB_CONTROL_FLUSH_ASID` works.
+    /// EDX\[6\]: `TLB_CONTROL_FLUSH_ASID` works.
     pub flush_by_asid: bool,
 }
 
@@ -73,7 +73,11 @@ pub struct VmcbAddresses {
 #[repr(C)]
 #[derive(Clone, Debug)]
 pub struct SvmVcpu {
+    /// The VMCB, first so that its page-aligned physical address is the
+    /// struct's (VMRUN's RAX operand).
     pub vmcb: Vmcb,
+    /// This vCPU's MSR permission map, right after the VMCB (at
+    /// [`SVM_VCPU_MSRPM_OFFSET`]); `msrpm_base_pa` points at it.
     pub msrpm: MsrPermissionMap,
     /// Guest GPRs by register number.  The RAX and RSP slots are unused:
     /// VMRUN loads and saves those from the VMCB.
