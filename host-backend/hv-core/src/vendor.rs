@@ -22,21 +22,38 @@
 /// ModRM/REX register number is the discriminant).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Gpr {
+    /// Accumulator: CPUID leaf, low half of RDMSR/WRMSR data, IN/OUT data;
+    /// SVM keeps it in the VMCB save area.
     Rax = 0,
+    /// Counter: CPUID subleaf, MSR number, REP count.
     Rcx = 1,
+    /// High half of RDMSR/WRMSR and RDTSC results; the port of IN/OUT DX.
     Rdx = 2,
+    /// Base register (CPUID output, otherwise general).
     Rbx = 3,
+    /// Stack pointer; SVM keeps it in the VMCB save area.
     Rsp = 4,
+    /// Frame pointer.
     Rbp = 5,
+    /// Source index of string instructions (OUTS, MOVS).
     Rsi = 6,
+    /// Destination index of string instructions (INS, MOVS, STOS).
     Rdi = 7,
+    /// First REX-extended register (64-bit mode only).
     R8 = 8,
+    /// REX-extended register 9.
     R9 = 9,
+    /// REX-extended register 10.
     R10 = 10,
+    /// REX-extended register 11.
     R11 = 11,
+    /// REX-extended register 12.
     R12 = 12,
+    /// REX-extended register 13.
     R13 = 13,
+    /// REX-extended register 14.
     R14 = 14,
+    /// REX-extended register 15.
     R15 = 15,
 }
 
@@ -67,21 +84,50 @@ impl Gpr {
     }
 }
 
-/// Segment and descriptor-table registers.
+/// Segment and descriptor-table registers: every register with hidden
+/// descriptor state that the vCPU saves and restores.
+///
+/// Not the same set as [`x86::decode::Segment`](crate::x86::decode::Segment),
+/// the six registers an instruction operand can name: LDTR, TR, GDTR and
+/// IDTR are never operands' segments, so the decoder's type leaves them
+/// out and converts into this one with `From`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SegmentRegister {
+    /// Extra data segment; the destination of string stores (INS, STOS).
     Es,
+    /// Code segment; its DPL is the CPL and its L/D bits the code size.
     Cs,
+    /// Stack segment.
     Ss,
+    /// Default data segment.
     Ds,
+    /// FS; in 64-bit mode only its base (MSR FS_BASE) matters.
     Fs,
+    /// GS; in 64-bit mode only its base (MSR GS_BASE) matters, swapped
+    /// with KernelGSbase by SWAPGS.
     Gs,
+    /// The local descriptor table register (a system segment).
     Ldtr,
+    /// The task register (a system segment: the TSS).
     Tr,
     /// Only `base` and `limit` are meaningful.
     Gdtr,
     /// Only `base` and `limit` are meaningful.
     Idtr,
+}
+
+impl From<crate::x86::decode::Segment> for SegmentRegister {
+    fn from(segment: crate::x86::decode::Segment) -> Self {
+        use crate::x86::decode::Segment as Operand;
+        match segment {
+            Operand::Es => Self::Es,
+            Operand::Cs => Self::Cs,
+            Operand::Ss => Self::Ss,
+            Operand::Ds => Self::Ds,
+            Operand::Fs => Self::Fs,
+            Operand::Gs => Self::Gs,
+        }
+    }
 }
 
 /// A segment register's hidden state.
@@ -92,9 +138,13 @@ pub enum SegmentRegister {
 /// 12-15 down to 8-11.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {
+    /// The visible selector (index, TI, RPL); 0 for GDTR/IDTR.
     pub selector: u16,
+    /// Descriptor attributes in the 12-bit VMCB layout described above.
     pub attributes: u16,
+    /// The expanded limit in bytes (already scaled by G), inclusive.
     pub limit: u32,
+    /// The linear base address.
     pub base: u64,
 }
 
@@ -104,13 +154,21 @@ pub struct Segment {
 /// FS and GS bases are segment state ([`SegmentRegister`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ContextMsr {
+    /// STAR (0xc000_0081): SYSCALL/SYSRET selectors and legacy target.
     Star,
+    /// LSTAR (0xc000_0082): the 64-bit SYSCALL target RIP.
     Lstar,
+    /// CSTAR (0xc000_0083): the compatibility-mode SYSCALL target RIP.
     Cstar,
+    /// SFMASK (0xc000_0084): RFLAGS bits SYSCALL clears.
     Sfmask,
+    /// KernelGSbase (0xc000_0102): the GS base SWAPGS exchanges.
     KernelGsBase,
+    /// SYSENTER_CS (0x174): the SYSENTER code selector.
     SysenterCs,
+    /// SYSENTER_ESP (0x175): the SYSENTER stack pointer.
     SysenterEsp,
+    /// SYSENTER_EIP (0x176): the SYSENTER target.
     SysenterEip,
     /// The guest PAT that nested paging combines with the host's.
     Pat,
@@ -132,7 +190,9 @@ pub enum EventKind {
 /// An event to deliver through the guest's IDT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Event {
+    /// How it is delivered (and so what the vector may be).
     pub kind: EventKind,
+    /// The IDT vector (0-255).
     pub vector: u8,
     /// Pushed on the guest's stack; only exceptions that define one
     /// ([`exception_has_error_code`]) may carry it.
@@ -155,7 +215,12 @@ pub enum EventError {
     InvalidNmiVector(u8),
     /// An error code on an event that has none: not an exception, or an
     /// exception vector that pushes no error code.
-    UnexpectedErrorCode { kind: EventKind, vector: u8 },
+    UnexpectedErrorCode {
+        /// The offending event's kind.
+        kind: EventKind,
+        /// The offending event's vector.
+        vector: u8,
+    },
     /// An event is already queued for the next entry.
     InjectionPending,
 }
@@ -264,9 +329,11 @@ pub enum IoDirection {
 /// An intercepted IN/OUT/INS/OUTS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoExit {
+    /// The I/O port number.
     pub port: u16,
     /// Operand size in bytes: 1, 2 or 4.
     pub size: u8,
+    /// Whether the guest reads (IN) or writes (OUT) the port.
     pub direction: IoDirection,
     /// INS/OUTS.
     pub string: bool,
@@ -286,7 +353,9 @@ pub struct IoExit {
 /// error code (APM 15.25.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NpfExit {
+    /// The faulting guest physical address (SVM EXITINFO2).
     pub gpa: u64,
+    /// The fault's error bits (SVM EXITINFO1): the associated constants.
     pub error_code: u64,
 }
 
@@ -307,18 +376,25 @@ impl NpfExit {
     /// guest's own walk.
     pub const PAGE_TABLE_WALK: u64 = 1 << 33;
 
+    /// [`Self::PRESENT`]: a rights violation on a mapped page, not a miss.
     pub fn is_present(&self) -> bool {
         self.error_code & Self::PRESENT != 0
     }
+    /// [`Self::WRITE`]: the access was a write.
     pub fn is_write(&self) -> bool {
         self.error_code & Self::WRITE != 0
     }
+    /// [`Self::FETCH`]: the access was an instruction fetch.
     pub fn is_fetch(&self) -> bool {
         self.error_code & Self::FETCH != 0
     }
+    /// [`Self::RESERVED`]: a nested entry had a reserved bit set (a host
+    /// page-table bug, or an MMIO marker where one is used).
     pub fn is_reserved_bit_fault(&self) -> bool {
         self.error_code & Self::RESERVED != 0
     }
+    /// [`Self::PAGE_TABLE_WALK`]: the fault hit the guest's own page
+    /// tables during its walk, not the final data access.
     pub fn is_page_table_walk(&self) -> bool {
         self.error_code & Self::PAGE_TABLE_WALK != 0
     }
@@ -333,10 +409,14 @@ pub enum Exit {
     Cpuid,
     /// RDMSR (`write == false`) or WRMSR; the MSR number is in RCX.
     Msr {
+        /// WRMSR (data in EDX:EAX) rather than RDMSR.
         write: bool,
     },
+    /// Port I/O (IN, OUT, INS, OUTS).
     Io(IoExit),
+    /// A nested page fault: MMIO, or a page not (yet) mapped.
     Npf(NpfExit),
+    /// HLT: the vCPU waits for an interrupt.
     Hlt,
     /// The hypercall instruction (VMMCALL; VMCALL on VMX).
     Hypercall,
@@ -344,7 +424,9 @@ pub enum Exit {
     ExternalInterrupt,
     /// A physical NMI arrived.
     Nmi,
+    /// A physical SMI arrived (the host's SMM handles it).
     Smi,
+    /// An INIT signal arrived while INIT is intercepted.
     Init,
     /// The guest can now take a maskable interrupt (the window requested
     /// with [`VendorVcpu::set_interrupt_window`] opened).
@@ -357,36 +439,57 @@ pub enum Exit {
     /// An intercepted exception.  `error_code` is only meaningful for
     /// vectors that have one; `fault_address` is CR2 for #PF.
     Exception {
+        /// The exception vector (0-31).
         vector: u8,
+        /// The error code pushed, where the vector defines one.
         error_code: u32,
+        /// CR2 for a #PF; otherwise 0.
         fault_address: u64,
     },
     /// MOV to/from CRn (CLTS/LMSW included).  `gpr` is the register
     /// operand when the hardware decoded it (SVM DecodeAssists, which
     /// QEMU TCG lacks).
     ControlRegister {
+        /// The control register number (0-15).
         cr: u8,
+        /// MOV to CRn (and CLTS/LMSW) rather than MOV from CRn.
         write: bool,
+        /// The general-purpose register operand, if decoded.
         gpr: Option<Gpr>,
     },
     /// MOV to/from DRn.
     DebugRegister {
+        /// The debug register number (0-7; 4 and 5 alias 6 and 7).
         dr: u8,
+        /// MOV to DRn rather than MOV from DRn.
         write: bool,
     },
     /// INVLPG; the linear address when the hardware provides it.
     Invlpg {
+        /// The linear address to invalidate (SVM DecodeAssists EXITINFO1).
         address: Option<u64>,
     },
+    /// RDTSC: the guest reads the (offset) TSC.
     Rdtsc,
+    /// RDTSCP: RDTSC plus TSC_AUX in ECX.
     Rdtscp,
+    /// RDPMC: read a performance counter (ECX selects it).
     Rdpmc,
+    /// PAUSE while intercepted (with a pause filter: after its count ran
+    /// out), a sign that the guest spins on a lock.
     Pause,
+    /// INVD: invalidate caches without writing back.
     Invd,
+    /// WBINVD: write back and invalidate caches.
     Wbinvd,
+    /// MONITOR: arm address monitoring (RAX = address).
     Monitor,
+    /// MWAIT: wait for a write to the monitored range or an interrupt.
     Mwait,
+    /// XSETBV: write the extended control register XCR\[ECX\] (XCR0).
     Xsetbv,
+    /// A hardware task switch (CALL/JMP/IRET through a TSS, or a task
+    /// gate); only legacy 32-bit guests use them.
     TaskSwitch,
     /// A virtualization instruction the guest may not use (SVM: VMRUN,
     /// VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA); the usual answer is
@@ -426,6 +529,7 @@ impl Exit {
 /// An exit together with the event it interrupted, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitInfo {
+    /// Why the guest stopped.
     pub exit: Exit,
     /// The event being delivered when the exit happened (SVM EXITINTINFO):
     /// it was not delivered and must be dealt with first
@@ -442,8 +546,11 @@ pub struct ExitInfo {
 pub struct HardwareExitInfo {
     /// The whole exit code (SVM: both 32-bit halves).
     pub reason: u64,
+    /// EXITINFO1: the exit's first information word.
     pub info1: u64,
+    /// EXITINFO2: the exit's second information word.
     pub info2: u64,
+    /// EXITINTINFO: the event whose delivery the exit interrupted (EVENTINJ format).
     pub interrupt_info: u32,
     /// 0 unless `interrupt_info` is valid and carries an error code.
     pub interrupt_error_code: u32,
@@ -470,19 +577,33 @@ pub enum MsrInterceptError {
 pub trait VendorVcpu {
     /// Reads a general-purpose register, wherever the vendor keeps it.
     fn gpr(&self, register: Gpr) -> u64;
+    /// Writes a general-purpose register.
     fn set_gpr(&mut self, register: Gpr, value: u64);
+    /// The guest's instruction pointer (at the exit: the intercepted
+    /// instruction, or the next one for traps).
     fn rip(&self) -> u64;
+    /// Sets the instruction pointer the guest resumes at.
     fn set_rip(&mut self, rip: u64);
+    /// The guest's RFLAGS.
     fn rflags(&self) -> u64;
+    /// Sets RFLAGS (the caller keeps reserved bit 1 set).
     fn set_rflags(&mut self, rflags: u64);
 
+    /// CR0 as the guest sees it (PE, PG, WP, CD/NW...).
     fn cr0(&self) -> u64;
+    /// Sets the guest's CR0; the caller validated it.
     fn set_cr0(&mut self, value: u64);
+    /// CR2, the guest's last page-fault linear address.
     fn cr2(&self) -> u64;
+    /// Sets CR2 (before injecting a #PF).
     fn set_cr2(&mut self, value: u64);
+    /// CR3, the guest's page-table root (a guest physical address).
     fn cr3(&self) -> u64;
+    /// Sets the guest's CR3.
     fn set_cr3(&mut self, value: u64);
+    /// CR4 as the guest sees it (PAE, PSE, PGE, OSXSAVE...).
     fn cr4(&self) -> u64;
+    /// Sets the guest's CR4; the caller validated it.
     fn set_cr4(&mut self, value: u64);
     /// The guest-visible EFER (SVM hides the SVME bit the hardware needs).
     fn efer(&self) -> u64;
@@ -490,13 +611,17 @@ pub trait VendorVcpu {
     /// (`msr::validate_efer_write`).
     fn set_efer(&mut self, value: u64);
 
+    /// A segment or descriptor-table register's hidden state.
     fn segment(&self, register: SegmentRegister) -> Segment;
+    /// Loads a segment or descriptor-table register's hidden state as is
+    /// (no descriptor-table read, no checks).
     fn set_segment(&mut self, register: SegmentRegister, segment: Segment);
     /// The current privilege level.
     fn cpl(&self) -> u8;
 
     /// A guest MSR kept in the control structure.
     fn context_msr(&self, msr: ContextMsr) -> u64;
+    /// Sets a guest MSR kept in the control structure.
     fn set_context_msr(&mut self, msr: ContextMsr, value: u64);
     /// The value added to the host TSC for the guest's RDTSC(P).
     fn set_tsc_offset(&mut self, offset: u64);
@@ -552,6 +677,22 @@ mod tests {
             assert_eq!(Gpr::from_number(number as u8), Some(*register));
         }
         assert_eq!(Gpr::from_number(16), None);
+    }
+
+    #[test]
+    fn operand_segments_convert() {
+        use crate::x86::decode::Segment as Operand;
+        let pairs = [
+            (Operand::Es, SegmentRegister::Es),
+            (Operand::Cs, SegmentRegister::Cs),
+            (Operand::Ss, SegmentRegister::Ss),
+            (Operand::Ds, SegmentRegister::Ds),
+            (Operand::Fs, SegmentRegister::Fs),
+            (Operand::Gs, SegmentRegister::Gs),
+        ];
+        for (operand, register) in pairs {
+            assert_eq!(SegmentRegister::from(operand), register);
+        }
     }
 
     #[test]

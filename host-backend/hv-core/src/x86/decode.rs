@@ -69,8 +69,11 @@ pub const MAX_INSTRUCTION_LENGTH: usize = 15;
 /// The default operand and address size of the code segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeSize {
+    /// 16-bit code: real mode, virtual-8086, or a CS with D=0.
     Bits16,
+    /// 32-bit code: a protected-mode CS with D=1 (and L=0).
     Bits32,
+    /// 64-bit code: long mode with CS.L=1.
     Bits64,
 }
 
@@ -112,14 +115,25 @@ pub enum DecodeError {
     Unsupported,
 }
 
-/// A segment register.
+/// A segment register as an instruction names it (segment override
+/// prefixes, default segments, the sreg field), in sreg encoding order.
+///
+/// Only these six can hold an operand's segment; the vCPU-state type
+/// [`vendor::SegmentRegister`](crate::vendor::SegmentRegister) adds LDTR,
+/// TR, GDTR and IDTR and converts from this one with `From`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Segment {
+    /// ES (sreg 0, prefix 26); the fixed destination of string stores.
     Es,
+    /// CS (sreg 1, prefix 2E).
     Cs,
+    /// SS (sreg 2, prefix 36); the default for rSP/rBP-based addresses.
     Ss,
+    /// DS (sreg 3, prefix 3E); the default for other addresses.
     Ds,
+    /// FS (sreg 4, prefix 64).
     Fs,
+    /// GS (sreg 5, prefix 65).
     Gs,
 }
 
@@ -138,7 +152,9 @@ pub enum RepPrefix {
 /// byte operand encoded as 4–7 means when there is no REX prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Register {
+    /// The register number (0-15).
     pub index: u8,
+    /// AH/CH/DH/BH rather than the low byte.
     pub high_byte: bool,
 }
 
@@ -157,12 +173,15 @@ impl Register {
 pub struct MemoryOperand {
     /// The segment after overrides (SS for rBP/rSP-based addressing).
     pub segment: Segment,
+    /// The base register's number (0-15), if any.
     pub base: Option<u8>,
+    /// The index register's number (0-15), if any (scaled by `scale`).
     pub index: Option<u8>,
     /// 1, 2, 4 or 8.
     pub scale: u8,
     /// Sign-extended to 64 bits (a 64-bit moffs is stored as is).
     pub displacement: i64,
+    /// `[rip + disp32]` (64-bit mode, ModRM mod=00 rm=101).
     pub rip_relative: bool,
 }
 
@@ -199,8 +218,11 @@ pub const fn truncate(value: u64, size: u8) -> u64 {
 /// An operand, destination first as in Intel syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operand {
+    /// No operand in this slot.
     None,
+    /// A general-purpose register (sized by the instruction).
     Register(Register),
+    /// A memory operand.
     Memory(MemoryOperand),
     /// Truncated to the operand size (sign-extended first where the
     /// encoding says so, e.g. 83 /n ib).
@@ -227,36 +249,59 @@ pub enum Mnemonic {
     Movs,
     /// `STOS`: rAX → ES:\[rDI\]; no explicit operands.
     Stos,
+    /// ADD: `operands = [destination, source]`, as for every ALU operation below.
     Add,
+    /// OR.
     Or,
+    /// ADC: add with carry.
     Adc,
+    /// SBB: subtract with borrow.
     Sbb,
+    /// AND.
     And,
+    /// SUB.
     Sub,
+    /// XOR.
     Xor,
+    /// CMP: SUB that only sets the flags.
     Cmp,
+    /// TEST: AND that only sets the flags.
     Test,
     /// `operands = [ControlRegister, Register]` for a write, the other
     /// way round for a read; the operand size is 8 in 64-bit mode, 4
     /// otherwise.
     MovCr,
+    /// CLTS: clear CR0.TS; no operands.
     Clts,
     /// `operands[0]` is the 16-bit source (register or memory).
     Lmsw,
     /// `operands[0]` is the memory operand whose linear address is flushed.
     Invlpg,
+    /// CPUID; no operands (these system instructions are decoded for their length).
     Cpuid,
+    /// RDMSR.
     Rdmsr,
+    /// WRMSR.
     Wrmsr,
+    /// RDTSC.
     Rdtsc,
+    /// RDTSCP.
     Rdtscp,
+    /// HLT.
     Hlt,
+    /// VMMCALL (0F 01 D9).
     Vmmcall,
+    /// PAUSE (F3 90).
     Pause,
+    /// INVD.
     Invd,
+    /// WBINVD.
     Wbinvd,
+    /// MONITOR.
     Monitor,
+    /// MWAIT.
     Mwait,
+    /// XSETBV.
     Xsetbv,
     /// `operands = [Register(rAX part), Immediate(port) or PortDx]`.
     In,
@@ -266,6 +311,7 @@ pub enum Mnemonic {
     Ins,
     /// `OUTS`: \[seg:rSI\] → port DX.
     Outs,
+    /// INT3 (CC), the breakpoint trap.
     Int3,
     /// `operands[0]` is the vector.
     Int,
@@ -293,6 +339,7 @@ impl Mnemonic {
 /// A decoded instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Instruction {
+    /// What the instruction does.
     pub mnemonic: Mnemonic,
     /// Length in bytes, prefixes included (1–15).
     pub length: u8,
@@ -301,6 +348,7 @@ pub struct Instruction {
     pub operand_size: u8,
     /// Bytes of a memory address (2, 4 or 8).
     pub address_size: u8,
+    /// Destination then source; [`Operand::None`] where there is none.
     pub operands: [Operand; 2],
     /// For `MOVZX`/`MOVSX`/`MOVSXD`: bytes of the source; otherwise equal
     /// to `operand_size`.
@@ -309,7 +357,9 @@ pub struct Instruction {
     /// instructions it selects the source segment; ES:rDI cannot be
     /// overridden).
     pub segment_override: Option<Segment>,
+    /// The F2/F3 prefix, if any.
     pub rep: Option<RepPrefix>,
+    /// A LOCK (F0) prefix was present.
     pub lock: bool,
 }
 

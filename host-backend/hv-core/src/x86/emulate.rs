@@ -58,21 +58,29 @@ use crate::paging::{
     translate, Access, AccessKind, MemoryError, PageFault, PageTableWrite, PagingFeatures,
     PagingRegisters, Translation, WalkError,
 };
+use crate::vendor::Gpr;
 
-/// RFLAGS bits the ALU instructions write.
+/// RFLAGS.CF (bit 0): carry out of (or borrow into) the top bit.
 pub const RFLAGS_CF: u64 = 1 << 0;
+/// RFLAGS.PF (bit 2): the low byte of the result has even parity.
 pub const RFLAGS_PF: u64 = 1 << 2;
+/// RFLAGS.AF (bit 4): carry out of bit 3 (BCD adjust).
 pub const RFLAGS_AF: u64 = 1 << 4;
+/// RFLAGS.ZF (bit 6): the result is zero.
 pub const RFLAGS_ZF: u64 = 1 << 6;
+/// RFLAGS.SF (bit 7): the result's top bit.
 pub const RFLAGS_SF: u64 = 1 << 7;
+/// RFLAGS.DF (bit 10): string instructions step backwards.
 pub const RFLAGS_DF: u64 = 1 << 10;
+/// RFLAGS.OF (bit 11): signed overflow.
 pub const RFLAGS_OF: u64 = 1 << 11;
+/// The RFLAGS bits the ALU instructions write.
 const ARITHMETIC_FLAGS: u64 = RFLAGS_CF | RFLAGS_PF | RFLAGS_AF | RFLAGS_ZF | RFLAGS_SF | RFLAGS_OF;
 
-const RAX: u8 = 0;
-const RCX: u8 = 1;
-const RSI: u8 = 6;
-const RDI: u8 = 7;
+const RAX: u8 = Gpr::Rax as u8;
+const RCX: u8 = Gpr::Rcx as u8;
+const RSI: u8 = Gpr::Rsi as u8;
+const RDI: u8 = Gpr::Rdi as u8;
 
 /// The guest's general-purpose registers, RIP and RFLAGS.  (On SVM, RAX,
 /// RSP, RIP and RFLAGS live in the VMCB: the kernel copies them in and
@@ -81,7 +89,9 @@ const RDI: u8 = 7;
 pub struct Registers {
     /// RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8–R15.
     pub gprs: [u64; 16],
+    /// The instruction pointer (of the instruction being emulated).
     pub rip: u64,
+    /// RFLAGS; the ALU instructions update the arithmetic flags.
     pub rflags: u64,
 }
 
@@ -127,32 +137,56 @@ impl Registers {
     }
 }
 
-/// The cached part of a segment register that address computation needs.
+/// The cached part of a segment register that address computation needs:
+/// a subset of [`vendor::Segment`](crate::vendor::Segment), which converts
+/// into it, kept apart so the emulator's inputs stay minimal.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SegmentCache {
+    /// The segment's linear base address.
     pub base: u64,
     /// The byte-granular limit (expand-up); ignored in 64-bit mode.
     pub limit: u32,
 }
 
+/// The base and limit of a vCPU's segment register (its selector and
+/// attributes do not enter address computation here).
+impl From<crate::vendor::Segment> for SegmentCache {
+    fn from(segment: crate::vendor::Segment) -> Self {
+        Self {
+            base: segment.base,
+            limit: segment.limit,
+        }
+    }
+}
+
 /// The guest state an emulation depends on besides the registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Context {
+    /// The default operand and address size (from CS and the mode).
     pub code_size: CodeSize,
     /// The current privilege level (SS.DPL / VMCB CPL).
     pub cpl: u8,
+    /// The registers the guest's page-table walk depends on.
     pub paging: PagingRegisters,
+    /// What the guest's CPUID says about paging (reserved bits).
     pub features: PagingFeatures,
+    /// ES: destination of STOS/MOVS/INS.
     pub es: SegmentCache,
+    /// CS: instruction fetches.
     pub cs: SegmentCache,
+    /// SS: rSP/rBP-based operands (a limit violation is #SS).
     pub ss: SegmentCache,
+    /// DS: the default data segment.
     pub ds: SegmentCache,
+    /// FS (in 64-bit mode only its base applies).
     pub fs: SegmentCache,
+    /// GS (in 64-bit mode only its base applies).
     pub gs: SegmentCache,
 }
 
 impl Context {
-    fn segment(&self, segment: Segment) -> &SegmentCache {
+    /// The cached state of `segment`.
+    pub fn segment(&self, segment: Segment) -> &SegmentCache {
         match segment {
             Segment::Es => &self.es,
             Segment::Cs => &self.cs,
@@ -167,6 +201,7 @@ impl Context {
 /// An exception to inject into the guest instead of completing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exception {
+    /// #PF: CR2 and the error code to inject.
     PageFault(PageFault),
     /// #GP(0): a segment-limit violation, a non-canonical address or an
     /// instruction longer than 15 bytes.
@@ -184,7 +219,12 @@ pub enum EmulateError {
     Exception(Exception),
     /// A guest-physical access (a paging structure, instruction bytes or
     /// an operand) failed; see [`MemoryError`].
-    Memory { gpa: u64, error: MemoryError },
+    Memory {
+        /// The guest-physical address accessed.
+        gpa: u64,
+        /// Why the access failed.
+        error: MemoryError,
+    },
     /// The guest changed a paging-structure entry while we walked it:
     /// nothing was done; re-entering the guest re-executes the instruction.
     Retry,
@@ -220,15 +260,20 @@ pub enum MmioResult {
 /// The guest-physical bus: RAM, in-kernel devices and userspace MMIO.
 /// `size` is 1, 2, 4 or 8 and the access never crosses a page.
 pub trait Mmio {
+    /// Reads `size` bytes at `gpa` (little-endian, in the low bytes).
     fn read(&mut self, gpa: u64, size: u8) -> Result<MmioResult, MemoryError>;
+    /// Writes the low `size` bytes of `value` at `gpa`.
     fn write(&mut self, gpa: u64, size: u8, value: u64) -> Result<MmioResult, MemoryError>;
 }
 
 /// An access the caller must perform before calling [`complete`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MmioRequest {
+    /// The guest-physical address of the access.
     pub gpa: u64,
+    /// The access size in bytes: 1, 2, 4 or 8.
     pub size: u8,
+    /// A write (of `data`) rather than a read.
     pub write: bool,
     /// The value to write (for a write).
     pub data: u64,
@@ -240,20 +285,34 @@ pub struct MmioRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SystemRequest {
     /// MOV CRn, reg: the value to load into CR`cr`.
-    WriteControlRegister { cr: u8, value: u64 },
+    WriteControlRegister {
+        /// The control register number.
+        cr: u8,
+        /// The source register's value (already sized).
+        value: u64,
+    },
     /// MOV reg, CRn: store CR`cr` into `destination` with
     /// [`Registers::write`] and `size`.
     ReadControlRegister {
+        /// The control register number.
         cr: u8,
+        /// The general-purpose register to write.
         destination: Register,
+        /// The operand size in bytes (8 in 64-bit mode, else 4).
         size: u8,
     },
     /// CLTS: clear CR0.TS.
     ClearTaskSwitched,
     /// LMSW: load CR0 bits 3:0 from `value` (PE cannot be cleared by it).
-    LoadMachineStatusWord { value: u16 },
+    LoadMachineStatusWord {
+        /// The 16-bit source operand.
+        value: u16,
+    },
     /// INVLPG: flush the translation of `linear`.
-    InvalidatePage { linear: u64 },
+    InvalidatePage {
+        /// The linear address (segment base applied).
+        linear: u64,
+    },
 }
 
 /// What a finished instruction asks of the caller.
@@ -266,7 +325,9 @@ pub enum Outcome {
     Repeat,
     /// Apply `request`, then set RIP to `next_rip`; registers untouched.
     System {
+        /// The control-register operation to apply.
         request: SystemRequest,
+        /// The RIP past the instruction.
         next_rip: u64,
     },
 }
@@ -274,11 +335,14 @@ pub enum Outcome {
 /// The result of [`begin`] or [`complete`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// The instruction finished (or needs the caller's help, for `System`).
     Done(Outcome),
     /// Perform `request` (outside the kernel), then call [`complete`] with
     /// `pending`.
     NeedsMmio {
+        /// The access to perform.
         request: MmioRequest,
+        /// The state [`complete`] resumes from.
         pending: Pending,
     },
 }
@@ -389,7 +453,8 @@ pub fn fetch_instruction<M: PageTableWrite + ?Sized>(
                 }
                 return Ok(instruction);
             }
-            Err(DecodeError::NeedMoreBytes) => continue,
+            // The instruction goes on in the next page: read that too.
+            Err(DecodeError::NeedMoreBytes) => {}
             Err(error) => return Err(decode_error(error)),
         }
     }
