@@ -36,21 +36,32 @@ pinned_constants! {
 /// One entry (the fields of `struct kvm_cpuid_entry2`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuidEntry {
+    /// The leaf (EAX input).
     pub function: u32,
+    /// The subleaf (ECX input); compared only with [`KVM_CPUID_FLAG_SIGNIFCANT_INDEX`].
     pub index: u32,
+    /// `KVM_CPUID_FLAG_*` bits.
     pub flags: u32,
+    /// EAX output.
     pub eax: u32,
+    /// EBX output.
     pub ebx: u32,
+    /// ECX output.
     pub ecx: u32,
+    /// EDX output.
     pub edx: u32,
 }
 
 /// The four output registers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuidResult {
+    /// EAX output.
     pub eax: u32,
+    /// EBX output.
     pub ebx: u32,
+    /// ECX output.
     pub ecx: u32,
+    /// EDX output.
     pub edx: u32,
 }
 
@@ -60,7 +71,7 @@ pub enum CpuidError {
     /// E2BIG: more entries than `KVM_MAX_CPUID_ENTRIES` or than the
     /// table's capacity.
     TooManyEntries(usize),
-    /// EINVAL: CPUID 0x8000_0008 EAX[15:8] is neither 0, 48 nor 57.
+    /// EINVAL: CPUID 0x8000_0008 EAX\[15:8\] is neither 0, 48 nor 57.
     VirtualAddressBits(u32),
 }
 

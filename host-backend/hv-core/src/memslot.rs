@@ -51,6 +51,7 @@ pinned_constants! {
     /// x86 reserves three ids for KVM's own slots (APIC access page, TSS,
     /// identity map); userspace gets the rest.
     KVM_INTERNAL_MEM_SLOTS: u32 = 3;
+    /// Slot ids userspace may use: 0 to this value minus 1.
     KVM_USER_MEM_SLOTS: u32 = KVM_MEM_SLOTS_NUM - KVM_INTERNAL_MEM_SLOTS;
     /// The largest slot, in pages.
     KVM_MEM_MAX_NR_PAGES: u64 = (1 << 31) - 1;
@@ -61,9 +62,13 @@ pinned_constants! {
 pub struct MemoryRegion {
     /// Address space in bits 31:16, slot id in bits 15:0.
     pub slot: u32,
+    /// `KVM_MEM_*` flags.
     pub flags: u32,
+    /// The guest physical address of the slot's first byte (4 KiB aligned).
     pub guest_phys_addr: u64,
+    /// Size in bytes (a multiple of 4 KiB); 0 deletes the slot.
     pub memory_size: u64,
+    /// The VMM's virtual address backing the slot's first byte (4 KiB aligned).
     pub userspace_addr: u64,
 }
 
@@ -81,12 +86,17 @@ pub struct MemslotLimits {
 /// One slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Memslot {
+    /// The address space (1 is SMM on x86).
     pub address_space: u16,
+    /// The slot id within its address space.
     pub id: u16,
+    /// The first guest frame number (GPA / 4 KiB).
     pub base_gfn: u64,
     /// Never 0 in the table.
     pub npages: u64,
+    /// `KVM_MEM_*` flags.
     pub flags: u32,
+    /// The host virtual address of the first frame.
     pub userspace_addr: u64,
 }
 
@@ -112,7 +122,10 @@ pub enum MemslotError {
     /// EINVAL, and which check failed.
     Invalid(InvalidRegion),
     /// EEXIST: the range overlaps another slot.
-    Overlap { other_slot: u16 },
+    Overlap {
+        /// The id of the slot it overlaps.
+        other_slot: u16,
+    },
     /// ENOMEM: the fixed-capacity table is full.
     TableFull,
 }
@@ -120,13 +133,21 @@ pub enum MemslotError {
 /// The EINVAL cases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InvalidRegion {
+    /// The slot id is not below `KVM_USER_MEM_SLOTS` (check 1).
     SlotId,
+    /// Unknown flags, or READONLY without KVM_CAP_READONLY_MEM (check 2).
     Flags,
+    /// Size, GPA or user address not 4 KiB aligned (check 3).
     Unaligned,
+    /// The user range passes the user address limit (check 3).
     UserRange,
+    /// No such address space (check 4).
     AddressSpace,
+    /// The guest range wraps around the top of the GPA space (check 5).
     GuestRangeWraps,
+    /// More than `KVM_MEM_MAX_NR_PAGES` pages (check 5).
     TooLarge,
+    /// Deleting (size 0) a slot that does not exist (check 6).
     DeleteMissing,
     /// Resizing, remapping userspace or toggling READONLY of a slot.
     ForbiddenModification,
@@ -150,14 +171,22 @@ impl MemslotError {
 /// dirty-logging change).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemslotChange {
+    /// A new slot: map it on demand.
     Created(Memslot),
+    /// The slot is gone: zap its range from the NPT.
     Deleted(Memslot),
+    /// The slot's guest address changed: zap the old range.
     Moved {
+        /// The slot before the move.
         old: Memslot,
+        /// The slot after it.
         new: Memslot,
     },
+    /// Only the flags changed (dirty logging toggled).
     FlagsChanged {
+        /// The slot with its previous flags.
         old: Memslot,
+        /// The slot with its new flags.
         new: Memslot,
     },
     /// The request matched the slot exactly.
@@ -167,9 +196,11 @@ pub enum MemslotChange {
 /// A successful lookup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GpaTranslation {
+    /// The slot that holds the GPA.
     pub slot: Memslot,
     /// The host-virtual (userspace) address of the GPA.
     pub hva: u64,
+    /// False for a READONLY slot: writes must exit to userspace as MMIO.
     pub writable: bool,
 }
 

@@ -33,30 +33,50 @@
 // header check can find them by name.
 #![allow(non_upper_case_globals)]
 
+use crate::paging::CR0_PG;
 use crate::vendor::{ContextMsr, SegmentRegister, VendorVcpu};
 
 pinned_constants! {
     /// The msr-index.h numbers and bits this module uses.
     table MSR_CONSTANTS;
 
+    /// EFER, extended feature enables (APM vol. 2 3.1.7): SCE, LME, LMA, NXE, SVME...
     MSR_EFER: u32 = 0xc000_0080;
+    /// STAR: SYSCALL/SYSRET CS and SS selectors, legacy SYSCALL EIP.
     MSR_STAR: u32 = 0xc000_0081;
+    /// LSTAR: the 64-bit-mode SYSCALL target RIP.
     MSR_LSTAR: u32 = 0xc000_0082;
+    /// CSTAR: the compatibility-mode SYSCALL target RIP.
     MSR_CSTAR: u32 = 0xc000_0083;
+    /// SFMASK: RFLAGS bits SYSCALL clears.
     MSR_SYSCALL_MASK: u32 = 0xc000_0084;
+    /// FS.base, as WRMSR reaches it.
     MSR_FS_BASE: u32 = 0xc000_0100;
+    /// GS.base, as WRMSR reaches it.
     MSR_GS_BASE: u32 = 0xc000_0101;
+    /// KernelGSbase: the value SWAPGS exchanges with GS.base.
     MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+    /// TSC_AUX: the value RDTSCP returns in ECX (and RDPID returns).
     MSR_TSC_AUX: u32 = 0xc000_0103;
+    /// IA32_TSC, the time-stamp counter.
     MSR_IA32_TSC: u32 = 0x10;
+    /// IA32_APIC_BASE: LAPIC base address, enable, x2APIC mode, BSP flag.
     MSR_IA32_APICBASE: u32 = 0x1b;
+    /// IA32_TSC_ADJUST: the running total of writes to IA32_TSC.
     MSR_IA32_TSC_ADJUST: u32 = 0x3b;
+    /// MTRRcap: which MTRR features exist (read-only).
     MSR_MTRRcap: u32 = 0xfe;
+    /// SYSENTER_CS: the SYSENTER/SYSEXIT code selector.
     MSR_IA32_SYSENTER_CS: u32 = 0x174;
+    /// SYSENTER_ESP: the SYSENTER stack pointer.
     MSR_IA32_SYSENTER_ESP: u32 = 0x175;
+    /// SYSENTER_EIP: the SYSENTER target.
     MSR_IA32_SYSENTER_EIP: u32 = 0x176;
+    /// IA32_MISC_ENABLE: miscellaneous feature enables (Intel; stored only).
     MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
+    /// IA32_PAT, the page attribute table (SDM vol. 3 11.12).
     MSR_IA32_CR_PAT: u32 = 0x277;
+    /// MTRRdefType: default memory type and the MTRR enables.
     MSR_MTRRdefType: u32 = 0x2ff;
     /// Host side: SVM lock/disable control.
     MSR_VM_CR: u32 = 0xc001_0114;
@@ -65,16 +85,26 @@ pinned_constants! {
     /// VM_CR.SVMDIS: the firmware disabled SVM.
     SVM_VM_CR_SVM_DIS_MASK: u64 = 0x10;
 
+    /// EFER bit 0: SYSCALL/SYSRET enabled.
     EFER_SCE: u64 = 1 << 0;
+    /// EFER bit 8: long mode enabled (active once CR0.PG is set).
     EFER_LME: u64 = 1 << 8;
+    /// EFER bit 10: long mode active (set by the processor).
     EFER_LMA: u64 = 1 << 10;
+    /// EFER bit 11 (NXE): the no-execute page bit is honoured.
     EFER_NX: u64 = 1 << 11;
+    /// EFER bit 12: SVM enabled (VMRUN needs it in the guest's VMCB EFER too).
     EFER_SVME: u64 = 1 << 12;
+    /// EFER bit 13: long-mode segment limits (legacy, not offered).
     EFER_LMSLE: u64 = 1 << 13;
+    /// EFER bit 14: fast FXSAVE/FXRSTOR.
     EFER_FFXSR: u64 = 1 << 14;
+    /// EFER bit 21: automatic IBRS.
     EFER_AUTOIBRS: u64 = 1 << 21;
 
+    /// APIC_BASE bit 8: this is the bootstrap processor.
     MSR_IA32_APICBASE_BSP: u64 = 1 << 8;
+    /// APIC_BASE bit 11: the LAPIC is enabled (xAPIC mode).
     MSR_IA32_APICBASE_ENABLE: u64 = 1 << 11;
 }
 
@@ -87,15 +117,15 @@ const APIC_BASE_LOW_RESERVED: u64 = 0x2ff;
 pub const PAT_POWER_ON: u64 = 0x0007_0406_0007_0406;
 /// MTRRdefType: type in 7:0, FE bit 10, E bit 11; the rest reserved.
 const MTRR_DEF_TYPE_VALID_BITS: u64 = 0xcff;
-/// CR0.PG.
-const CR0_PG: u64 = 1 << 31;
 
 /// Who performs the access: the guest (RDMSR/WRMSR exit) or the VMM
 /// (KVM_GET/SET_MSRS, KVM's `host_initiated`), which may set state the
 /// guest may not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MsrOrigin {
+    /// A guest RDMSR/WRMSR: architectural rules apply, read-only bits stay.
     Guest,
+    /// The VMM through KVM_GET/SET_MSRS: may restore state a guest cannot write.
     Host,
 }
 
@@ -105,26 +135,31 @@ pub enum MsrError {
     /// Not an MSR this module emulates.
     Unknown(u32),
     /// The value is not allowed for this MSR (or not in this state).
-    InvalidValue { msr: u32, value: u64 },
+    InvalidValue {
+        /// The MSR number.
+        msr: u32,
+        /// The refused value.
+        value: u64,
+    },
 }
 
 /// The guest's CPU model as far as MSR validity depends on it (from its
 /// CPUID).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MsrFeatures {
-    /// CPUID 8000_0001 EDX[29] LM: EFER.LME/LMA exist.
+    /// CPUID 8000_0001 EDX\[29\] LM: EFER.LME/LMA exist.
     pub long_mode: bool,
-    /// CPUID 8000_0001 EDX[20] NX: EFER.NXE exists.
+    /// CPUID 8000_0001 EDX\[20\] NX: EFER.NXE exists.
     pub nx: bool,
-    /// CPUID 8000_0001 EDX[25] FFXSR: EFER.FFXSR exists.
+    /// CPUID 8000_0001 EDX\[25\] FFXSR: EFER.FFXSR exists.
     pub ffxsr: bool,
-    /// CPUID 8000_0001 EDX[27] RDTSCP or 7.0 ECX[22] RDPID: TSC_AUX exists.
+    /// CPUID 8000_0001 EDX\[27\] RDTSCP or 7.0 ECX\[22\] RDPID: TSC_AUX exists.
     pub tsc_aux: bool,
-    /// x2APIC is offered (CPUID 1 ECX[21]).
+    /// x2APIC is offered (CPUID 1 ECX\[21\]).
     pub x2apic: bool,
-    /// The guest's MAXPHYADDR (CPUID 8000_0008 EAX[7:0]).
+    /// The guest's MAXPHYADDR (CPUID 8000_0008 EAX\[7:0\]).
     pub physical_address_bits: u8,
-    /// 48, or 57 with LA57 (CPUID 8000_0008 EAX[15:8]).
+    /// 48, or 57 with LA57 (CPUID 8000_0008 EAX\[15:8\]).
     pub virtual_address_bits: u8,
 }
 
@@ -150,10 +185,15 @@ impl MsrFeatures {
 pub struct GuestMsrs {
     /// Added (wrapping) to the host TSC; the vendor's TSC offset.
     pub tsc_offset: u64,
+    /// IA32_TSC_ADJUST as the guest reads it.
     pub tsc_adjust: u64,
+    /// TSC_AUX (32 bits on AMD).
     pub tsc_aux: u32,
+    /// IA32_MISC_ENABLE, stored for the VMM.
     pub misc_enable: u64,
+    /// MTRRdefType, stored (validated against reserved bits).
     pub mtrr_def_type: u64,
+    /// IA32_APIC_BASE: base, enable, x2APIC and BSP bits.
     pub apic_base: u64,
 }
 

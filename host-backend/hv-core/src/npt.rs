@@ -17,11 +17,15 @@
 
 /// A table page: 512 entries of 8 bytes.
 pub const ENTRIES_PER_TABLE: usize = 512;
+/// Bit 0 (P): the entry maps something.
 pub const PTE_PRESENT: u64 = 1 << 0;
+/// Bit 1 (R/W): writes allowed (at every level of the walk).
 pub const PTE_WRITABLE: u64 = 1 << 1;
+/// Bit 2 (U/S): user access allowed; nested walks are user accesses, so always set.
 pub const PTE_USER: u64 = 1 << 2;
 /// In a level-2 (or level-3) entry: the entry maps a large page.
 pub const PTE_LARGE: u64 = 1 << 7;
+/// Bit 63 (NX): no instruction fetch from the page (needs host EFER.NXE).
 pub const PTE_NO_EXECUTE: u64 = 1 << 63;
 /// Bits 51:12: the address field of an entry (further limited by the
 /// host's MAXPHYADDR).
@@ -37,17 +41,21 @@ pub trait PageTableMemory {
     fn allocate_table(&mut self) -> Option<u64>;
     /// Entry `index` (0-511) of the table at `table`.
     fn read_entry(&self, table: u64, index: usize) -> u64;
+    /// Sets entry `index` (0-511) of the table at `table` to `value`.
     fn write_entry(&mut self, table: u64, index: usize, value: u64);
 }
 
 /// The two page sizes pvrs maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PageSize {
+    /// A 4 KiB page, mapped by a level-1 entry.
     Size4K,
+    /// A 2 MiB page, mapped by a level-2 entry with PS set.
     Size2M,
 }
 
 impl PageSize {
+    /// The page's size in bytes.
     pub fn bytes(self) -> u64 {
         match self {
             PageSize::Size4K => 1 << 12,
@@ -67,7 +75,9 @@ impl PageSize {
 /// The rights of a mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Access {
+    /// Guest writes allowed (else they fault as NPF with the P bit set).
     pub writable: bool,
+    /// Guest instruction fetches allowed (else the leaf has NX).
     pub executable: bool,
 }
 
@@ -76,7 +86,9 @@ pub struct Access {
 pub struct Mapping {
     /// The host physical address of the GPA looked up (not of the page).
     pub hpa: u64,
+    /// The size of the leaf that maps it.
     pub size: PageSize,
+    /// The rights of that leaf.
     pub access: Access,
 }
 
@@ -154,6 +166,7 @@ impl NestedPageTable {
         self.root
     }
 
+    /// The widths and depth the table was created with.
     pub fn config(&self) -> NptConfig {
         self.config
     }

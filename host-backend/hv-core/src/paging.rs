@@ -19,7 +19,7 @@
 //! The five modes differ in data, not in algorithm: how many levels, how
 //! wide an entry is, how many linear-address bits index each table, which
 //! levels may map a large page, where the top table comes from and which
-//! bits are reserved.  [`PagingMode::layout`] describes a mode and
+//! bits are reserved.  `PagingMode::layout` describes a mode and
 //! [`translate`] is one loop over that description.  PAE's top level is the
 //! special case the architecture makes it: its four PDPTEs were loaded into
 //! registers when CR3 was written, so the walker takes them from
@@ -122,10 +122,11 @@ pub const CR4_SMEP: u64 = 1 << 20;
 pub const CR4_SMAP: u64 = 1 << 21;
 /// CR4.PKE: protection keys for user pages.
 pub const CR4_PKE: u64 = 1 << 22;
-/// EFER.LMA: long mode active.
-pub const EFER_LMA: u64 = 1 << 10;
+/// EFER.LMA: long mode active (the EFER bits live with the MSR numbers in
+/// [`crate::msr`], which pins them to Linux's msr-index.h).
+pub use crate::msr::EFER_LMA;
 /// EFER.NXE: the XD bit (63) of 64-bit entries is honoured.
-pub const EFER_NXE: u64 = 1 << 11;
+pub use crate::msr::EFER_NX as EFER_NXE;
 /// RFLAGS.AC: with SMAP, lets explicit supervisor accesses reach user pages.
 pub const RFLAGS_AC: u64 = 1 << 18;
 
@@ -156,9 +157,13 @@ const PROTECTION_KEY_SHIFT: u32 = 59;
 /// The guest registers that select and drive the paging mode.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PagingRegisters {
+    /// CR0: PE and PG select the mode, WP the supervisor-write rule.
     pub cr0: u64,
+    /// CR3: the top table's guest-physical address (and PCD/PWT, ignored).
     pub cr3: u64,
+    /// CR4: PAE, PSE, LA57, SMEP, SMAP, PKE.
     pub cr4: u64,
+    /// EFER: LMA selects long mode, NXE enables the XD bit.
     pub efer: u64,
     /// The four PDPTEs as loaded when the guest last wrote CR3 in PAE mode
     /// (the "PDPTE registers", SDM §4.4.1).  Used only by PAE paging.
@@ -171,13 +176,13 @@ pub struct PagingRegisters {
 /// are reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PagingFeatures {
-    /// MAXPHYADDR (CPUID 0x80000008 EAX[7:0]); values outside 32..=52 are
+    /// MAXPHYADDR (CPUID 0x80000008 EAX\[7:0\]); values outside 32..=52 are
     /// clamped into that range.
     pub max_phys_addr_bits: u8,
-    /// PSE-36 (CPUID 1 EDX[17]): 4 MiB pages of 32-bit paging can map
+    /// PSE-36 (CPUID 1 EDX\[17\]): 4 MiB pages of 32-bit paging can map
     /// physical addresses above 4 GiB (up to 40 bits).
     pub pse36: bool,
-    /// 1 GiB pages (CPUID 0x80000001 EDX[26]).
+    /// 1 GiB pages (CPUID 0x80000001 EDX\[26\]).
     pub gb_pages: bool,
 }
 
@@ -219,7 +224,10 @@ pub enum Privilege {
     User,
     /// An explicit access at CPL 0–2.  `alignment_check` is RFLAGS.AC,
     /// which with CR4.SMAP=1 lets the access reach user pages.
-    Supervisor { alignment_check: bool },
+    Supervisor {
+        /// RFLAGS.AC at the time of the access.
+        alignment_check: bool,
+    },
     /// An implicit supervisor access (descriptor tables, the TSS), made at
     /// any CPL: SMAP applies regardless of RFLAGS.AC (SDM §4.6).
     ImplicitSupervisor,
@@ -228,15 +236,20 @@ pub enum Privilege {
 /// What the access does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessKind {
+    /// A data read.
     Read,
+    /// A data write (checks R/W and CR0.WP; sets D on the leaf).
     Write,
+    /// An instruction fetch (checks NX and SMEP).
     Fetch,
 }
 
 /// One access to translate for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Access {
+    /// Read, write or fetch.
     pub kind: AccessKind,
+    /// User or supervisor, explicit or implicit.
     pub privilege: Privilege,
 }
 
@@ -258,13 +271,18 @@ impl Access {
 /// a linear address: the translation holds for every byte of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PageSize {
+    /// A 4 KiB page (a level-1 entry), or the granule without paging.
     Size4K,
+    /// A 2 MiB page (PS=1 in a PAE or long-mode PDE).
     Size2M,
+    /// A 4 MiB page (PS=1 in a 32-bit PDE, with CR4.PSE).
     Size4M,
+    /// A 1 GiB page (PS=1 in a PDPTE, with 1 GiB page support).
     Size1G,
 }
 
 impl PageSize {
+    /// The page's size in bytes.
     pub const fn bytes(self) -> u64 {
         match self {
             PageSize::Size4K => 1 << 12,
@@ -288,7 +306,9 @@ impl PageSize {
 /// The width of a paging-structure entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryWidth {
+    /// 4-byte entries (32-bit paging).
     Bits32,
+    /// 8-byte entries (PAE, 4- and 5-level paging).
     Bits64,
 }
 
@@ -297,6 +317,7 @@ pub enum EntryWidth {
 pub struct AccessedDirtyUpdate {
     /// Guest-physical address of the entry (naturally aligned).
     pub entry_gpa: u64,
+    /// The entry's size, and so the compare-and-exchange's.
     pub width: EntryWidth,
     /// The entry as the walker read it.
     pub old_value: u64,
@@ -322,6 +343,7 @@ const NO_UPDATE: AccessedDirtyUpdate = AccessedDirtyUpdate {
 };
 
 impl AccessedDirtyUpdates {
+    /// No updates.
     pub const fn new() -> Self {
         Self {
             entries: [NO_UPDATE; MAX_LEVELS],
@@ -362,7 +384,9 @@ impl Default for AccessedDirtyUpdates {
 /// A successful translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Translation {
+    /// The guest-physical address the linear address maps to.
     pub gpa: u64,
+    /// The size of the page that maps it: the translation holds up to that page's end.
     pub page_size: PageSize,
     /// The entries whose A/D flags this access sets; see the module docs.
     pub accessed_dirty: AccessedDirtyUpdates,
@@ -392,9 +416,17 @@ pub enum WalkError {
     PageFault(PageFault),
     /// In long mode, the address is not canonical: the guest gets #GP(0)
     /// (#SS(0) for a stack access), not a #PF.
-    NonCanonical { linear_address: u64 },
+    NonCanonical {
+        /// The address that failed the canonical check.
+        linear_address: u64,
+    },
     /// Reading a paging-structure entry failed; see [`MemoryError`].
-    Memory { gpa: u64, error: MemoryError },
+    Memory {
+        /// The guest-physical address of the entry (or PDPTE) read.
+        gpa: u64,
+        /// Why the read failed.
+        error: MemoryError,
+    },
     /// The registers describe no valid paging mode (EFER.LMA=1 with
     /// CR4.PAE=0, or CR0.PG=1 with CR0.PE=0): VMRUN refuses such state,
     /// so this is a hypervisor bug, not a guest fault.

@@ -16,13 +16,10 @@
 //! yet: a set bit is refused rather than dropped.
 
 use crate::kvm_api::layout::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
+use crate::msr::{EFER_LMA, EFER_LME};
+use crate::paging::{CR0_PE, CR0_PG, CR4_PAE};
 use crate::vendor::{Gpr, Segment, SegmentRegister, VendorVcpu};
 
-const CR0_PE: u64 = 1 << 0;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
 
 /// Why a register write is refused (all EINVAL for KVM).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
