@@ -6,11 +6,12 @@ SVM). Without the first of them, a 2-vCPU L2 running Linux's timers
 selftest `threadtest` double-faulted at entry_SYSCALL_64 within seconds:
 an interrupt injected through EVENTINJ was delivered a second time by
 QEMU's CPU loop, with interrupts off, on whichever vCPU ran next.
-With the fix, 2-vCPU guests still fail in some runs (a silent L2 reset, an
-L1 fault, a hang; most often under the Rust clocksource), so the SMP
-workloads are marked `nested_smp`: `make check` leaves them out and `make
-check-nested-smp` repeats them (tests/nested-smp-soak) with a pass/fail
-table.
+The silent L2 resets and L1 faults that remained came from a second L0
+bug (tests/l0-qemu/0003: an unlocked update of CPU 0's hflags2 from other
+vCPUs' FPU restores, which could switch nested paging off at VMRUN). With
+it fixed these workloads passed 12 of 12; they stay marked `nested_smp`
+(`make check` leaves them out, `make check-nested-smp` repeats them with a
+pass/fail table) until a 20-run soak is clean.
 """
 
 import re
