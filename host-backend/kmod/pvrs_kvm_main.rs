@@ -23,13 +23,23 @@
 use kernel::{
     c_str,
     cpu::{self, HotplugCallbacks, HotplugRegistration},
+    file_ops::FileOpsTable,
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
+    new_spinlock,
     prelude::*,
-    sync::Arc,
+    sync::{Arc, SpinLock},
 };
 
+// hv-core's modules (paging, x86, svm, kvm_api, ...), compiled from the
+// same files the host builds, tests and fuzzes, as top-level modules of this
+// crate: hv-core refers to its own modules as `crate::...`.
+include!("../hv-core/src/modules.rs");
+
+mod kmem;
 mod svm_hw;
 mod system;
+mod vcpu_file;
+mod vm_file;
 
 module! {
     type: PvrsKvm,
@@ -59,8 +69,21 @@ impl HotplugCallbacks for SvmOnEveryCpu {
 pub(crate) struct Host {
     /// The per-CPU SVM pages (host save areas).
     pub(crate) cpu_pages: Arc<svm_hw::HostCpuPages>,
+    /// Each CPU's ASID allocator (hv-core `asid`), by CPU id; only taken
+    /// with preemption off, by the vCPU entering the guest on that CPU.
+    pub(crate) cpu_asids: KVec<Pin<KBox<SpinLock<asid::CpuAsids>>>>,
     /// The operations of VM files.
-    pub(crate) vm_fops: kernel::file_ops::FileOpsTable<system::VmFile>,
+    pub(crate) vm_fops: FileOpsTable<vm_file::VmFile>,
+    /// The operations of vCPU files.
+    pub(crate) vcpu_fops: FileOpsTable<vcpu_file::VcpuFile>,
+}
+
+/// ASIDs the processor offers (CPUID 8000_000Ah EBX): 16 on QEMU TCG.
+fn asid_count() -> u32 {
+    // SAFETY: CPUID has no side effect.
+    #[allow(unused_unsafe)]
+    let leaf = unsafe { core::arch::x86_64::__cpuid(0x8000_000a) };
+    leaf.ebx
 }
 
 struct PvrsKvm {
@@ -94,10 +117,20 @@ impl kernel::Module for PvrsKvm {
                 pages: cpu_pages.clone(),
             },
         )?;
+        let mut cpu_asids = KVec::new();
+        for _ in 0..cpu::nr_cpu_ids() {
+            let asids = asid::CpuAsids::new(asid_count()).map_err(|_| ENODEV)?;
+            cpu_asids.push(
+                KBox::pin_init(new_spinlock!(asids), GFP_KERNEL)?,
+                GFP_KERNEL,
+            )?;
+        }
         let host = Arc::new(
             Host {
                 cpu_pages,
-                vm_fops: kernel::file_ops::FileOpsTable::new(module, None)?,
+                cpu_asids,
+                vm_fops: FileOpsTable::new(module, None)?,
+                vcpu_fops: FileOpsTable::new(module, None)?,
             },
             GFP_KERNEL,
         )?;

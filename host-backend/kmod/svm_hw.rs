@@ -32,14 +32,14 @@ const VM_CR_SVMDIS: u64 = bindings::SVM_VM_CR_SVM_DIS_MASK as u64;
 const MSR_VM_HSAVE_PA: u32 = bindings::MSR_VM_HSAVE_PA;
 
 /// Whether the boot CPU has SVM (CPUID 8000_0001h ECX bit 2).
-pub fn cpu_has_svm() -> bool {
+pub(crate) fn cpu_has_svm() -> bool {
     kernel::x86::boot_cpu_has(bindings::X86_FEATURE_SVM)
 }
 
 /// The per-CPU pages SVM needs: the host save area that VM_HSAVE_PA names
 /// (the processor's own, APM 15.30.4), and a VMCB-format page for the host
 /// state that VMSAVE/VMLOAD switch around each VMRUN.
-pub struct HostCpuPages {
+pub(crate) struct HostCpuPages {
     hsave: KVec<Page>,
     host_vmsave: KVec<Page>,
 }
@@ -47,7 +47,7 @@ pub struct HostCpuPages {
 impl HostCpuPages {
     /// Pages for every possible CPU, so that a CPU coming online later
     /// finds its own.
-    pub fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         let n = cpu::nr_cpu_ids() as usize;
         let mut hsave = KVec::with_capacity(n, flags::GFP_KERNEL)?;
         let mut host_vmsave = KVec::with_capacity(n, flags::GFP_KERNEL)?;
@@ -65,7 +65,7 @@ impl HostCpuPages {
     }
 
     /// The physical address of `cpu`'s host VMSAVE area.
-    pub fn host_vmsave_pa(&self, cpu: u32) -> Option<u64> {
+    pub(crate) fn host_vmsave_pa(&self, cpu: u32) -> Option<u64> {
         self.host_vmsave.get(cpu as usize).map(page_phys_addr)
     }
 
@@ -76,7 +76,7 @@ impl HostCpuPages {
 
 /// Whether SVM is on on the current CPU (EFER.SVME), i.e. some hypervisor
 /// owns it.
-pub fn enabled_on_this_cpu() -> bool {
+pub(crate) fn enabled_on_this_cpu() -> bool {
     // SAFETY: Reading EFER has no side effect.
     unsafe { read_msr(MSR_EFER) }.is_ok_and(|efer| efer & EFER_SVME != 0)
 }
@@ -87,7 +87,7 @@ pub fn enabled_on_this_cpu() -> bool {
 /// (kvm_amd) owns SVM on this CPU, and sharing it would let one overwrite
 /// the other's VM_HSAVE_PA or turn SVM off under it. Refuses with ENODEV
 /// when the firmware disabled SVM (VM_CR.SVMDIS).
-pub fn enable_on_this_cpu(pages: &HostCpuPages, cpu: u32) -> Result {
+pub(crate) fn enable_on_this_cpu(pages: &HostCpuPages, cpu: u32) -> Result {
     let hsave = pages.hsave_pa(cpu).ok_or(EINVAL)?;
     // SAFETY: Reading EFER and VM_CR has no side effect.
     let (efer, vm_cr) = unsafe { (read_msr(MSR_EFER)?, read_msr(MSR_VM_CR)?) };
@@ -116,7 +116,7 @@ pub fn enable_on_this_cpu(pages: &HostCpuPages, cpu: u32) -> Result {
 /// GIF set (a CPU left with GIF=0 would never take an interrupt again),
 /// then EFER.SVME clear. Also called in the emergency-reboot path, so it
 /// takes no lock and allocates nothing.
-pub fn disable_on_this_cpu() {
+pub(crate) fn disable_on_this_cpu() {
     // SAFETY: Reading EFER has no side effect.
     let Ok(efer) = (unsafe { read_msr(MSR_EFER) }) else {
         return;
@@ -134,31 +134,24 @@ pub fn disable_on_this_cpu() {
     }
 }
 
-/// The guest's general-purpose registers that VMRUN does not switch (RAX,
-/// RSP, RIP and RFLAGS are in the VMCB), in the order `svm_vmrun.S`
-/// expects: the hardware register numbers, with the RAX and RSP slots
-/// unused.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct GuestGprs {
-    /// Indexed by the x86 register number (0 = RAX ... 15 = R15).
-    pub regs: [u64; 16],
-}
-
 extern "C" {
-    /// The world switch (`svm_vmrun.S`): VMSAVE the host's extra state to
+    /// The world switch (`svm_vmrun.S`). `gprs` holds the guest's
+    /// general-purpose registers by number (RAX = 0 ... R15 = 15; the RAX
+    /// and RSP slots are unused, VMRUN switches those from the VMCB).
+    /// It VMSAVEs the host's extra state to
     /// `host_vmsave_pa`, load the guest's GPRs, VMLOAD + VMRUN + VMSAVE the
     /// guest's VMCB, store the guest's GPRs, VMLOAD the host's state back.
-    fn pvrs_svm_vmrun(vmcb_pa: u64, gprs: *mut GuestGprs, host_vmsave_pa: u64);
+    fn pvrs_svm_vmrun(vmcb_pa: u64, gprs: *mut [u64; 16], host_vmsave_pa: u64);
 }
 
 /// Runs the guest of `vmcb_pa` until the next #VMEXIT.
 ///
-/// The caller has preemption and interrupts disabled: this clears GIF,
-/// sets IF (so that with V_INTR_MASKING a host interrupt ends the guest's
-/// slice with an INTR exit instead of waiting for a natural exit), runs
-/// the guest, then clears IF and sets GIF again; the host interrupt that
-/// caused the exit is taken when the caller re-enables interrupts.
+/// The caller has preemption disabled. This clears GIF, sets IF (so that
+/// with V_INTR_MASKING a host interrupt ends the guest's slice with an INTR
+/// exit instead of waiting for a natural exit), runs the guest, then
+/// clears IF, sets GIF again and gives IF back the value it had: the host
+/// interrupt that caused the exit is taken right there, after the host's
+/// state is back.
 ///
 /// # Safety
 ///
@@ -166,21 +159,32 @@ extern "C" {
 /// consistency checks accept, or the exit is VMEXIT_INVALID) whose nested
 /// page tables only map memory the guest may use; SVM must be on on this
 /// CPU and `host_vmsave_pa` must be this CPU's host VMSAVE area.
-pub unsafe fn run_guest(vmcb_pa: u64, gprs: &mut GuestGprs, host_vmsave_pa: u64) {
+pub(crate) unsafe fn run_guest(vmcb_pa: u64, gprs: &mut [u64; 16], host_vmsave_pa: u64) {
+    let rflags: u64;
+    // SAFETY: Reads RFLAGS; no side effect.
+    unsafe { asm!("pushfq", "pop {}", out(reg) rflags, options(nomem, preserves_flags)) };
     // SAFETY: The caller guarantees SVM is on and the addresses are right.
     // CLGI holds off interrupts, NMIs and SMIs from here to STGI, so no
     // host handler runs with the guest's GS base or TR loaded; STI inside
     // that window only arms V_INTR_MASKING's view of the host IF.
     unsafe {
-        asm!("clgi", "sti", options(nostack, nomem));
+        asm!("cli", "clgi", "sti", options(nostack, nomem));
         pvrs_svm_vmrun(vmcb_pa, gprs, host_vmsave_pa);
         asm!("cli", "stgi", options(nostack, nomem));
+        if rflags & (1 << 9) != 0 {
+            asm!("sti", options(nostack, nomem));
+        }
     }
 }
 
 /// The emergency-reboot hook (kexec, panic, `emergency_restart`): the
 /// kernel calls it on every CPU, in NMI context, before it resets the
 /// machine; a CPU left in SVM mode could not run the next kernel's INIT.
+///
+/// # Safety
+///
+/// Only the kernel's emergency-reboot path calls it, when no vCPU will run
+/// again on this CPU.
 unsafe extern "C" fn emergency_disable() {
     disable_on_this_cpu();
 }
@@ -188,11 +192,11 @@ unsafe extern "C" fn emergency_disable() {
 /// The emergency-reboot hook, registered while the module has SVM on.
 /// The kernel has a single slot, which KVM also uses: it is only free
 /// because SVM was off (kvm_amd is not active) when this module loaded.
-pub struct EmergencyHook(());
+pub(crate) struct EmergencyHook(());
 
 impl EmergencyHook {
     /// Registers the hook.
-    pub fn register() -> Self {
+    pub(crate) fn register() -> Self {
         // SAFETY: `emergency_disable` is a valid callback for the whole
         // time it is registered (until `drop`, before the module goes).
         unsafe { bindings::cpu_emergency_register_virt_callback(Some(emergency_disable)) };
@@ -205,5 +209,28 @@ impl Drop for EmergencyHook {
         // SAFETY: Registered in `register`; the call waits for a running
         // callback to finish (it uses RCU), so the code stays valid.
         unsafe { bindings::cpu_emergency_unregister_virt_callback(Some(emergency_disable)) };
+    }
+}
+
+/// The host's physical address width (CPUID 8000_0008h EAX[7:0]), which
+/// bounds NPT entries and the guest-physical space we offer.
+pub(crate) fn host_phys_bits() -> u8 {
+    // SAFETY: CPUID is always available on x86_64 and has no side effect.
+    #[allow(unused_unsafe)]
+    let leaf = unsafe { core::arch::x86_64::__cpuid(0x8000_0008) };
+    (leaf.eax & 0xff) as u8
+}
+
+/// The number of levels of the host's paging, which nested page tables
+/// must match: the processor walks them in the host's paging mode (APM
+/// 15.25.3), so with 5-level paging (CR4.LA57) they have 5 levels too.
+pub(crate) fn host_paging_levels() -> u8 {
+    let cr4: u64;
+    // SAFETY: Reading CR4 has no side effect.
+    unsafe { asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags)) };
+    if cr4 & (1 << 12) != 0 {
+        5
+    } else {
+        4
     }
 }

@@ -4,7 +4,7 @@
 //! KVM API (`Documentation/virt/kvm/api.rst` 4.1-4.4: KVM_GET_API_VERSION,
 //! KVM_CREATE_VM, KVM_CHECK_EXTENSION, KVM_GET_VCPU_MMAP_SIZE).
 
-use crate::Host;
+use crate::{vm_file::Vm, Host};
 use kernel::{
     anon_inode, bindings, c_str,
     file_ops::FileOps,
@@ -26,7 +26,7 @@ const KVM_GET_VCPU_MMAP_SIZE: u32 = _IO(KVMIO, 0x04);
 /// The capabilities this backend has, for KVM_CHECK_EXTENSION: none yet
 /// beyond the base API, so every query answers 0 and a VMM takes its
 /// fallbacks (api.rst 4.4: "0 if unsupported").
-fn check_extension(_cap: usize) -> isize {
+pub(crate) fn check_extension(_cap: usize) -> isize {
     0
 }
 
@@ -48,7 +48,7 @@ impl FileOps for SystemFile {
                 if arg != 0 {
                     return Err(EINVAL);
                 }
-                let vm = Arc::new(Vm { host: host.into() }, GFP_KERNEL)?;
+                let vm = Vm::new(host.into())?;
                 let fd = anon_inode::new_fd(c_str!("kvm-vm"), &host.vm_fops, vm)?;
                 Ok(fd as isize)
             }
@@ -62,26 +62,5 @@ impl MiscDevice for SystemFile {
 
     fn open(host: &Arc<Host>) -> Result<Arc<Host>> {
         Ok(host.clone())
-    }
-}
-
-/// A virtual machine: its memory map and its vCPUs.
-pub(crate) struct Vm {
-    host: Arc<Host>,
-}
-
-/// A VM file (`anon_inode:kvm-vm`).
-pub(crate) struct VmFile;
-
-#[vtable]
-impl FileOps for VmFile {
-    type Ptr = Arc<Vm>;
-
-    fn ioctl(vm: ArcBorrow<'_, Vm>, cmd: u32, arg: usize) -> Result<isize> {
-        let _ = &vm.host;
-        match cmd {
-            KVM_CHECK_EXTENSION => Ok(check_extension(arg)),
-            _ => Err(ENOTTY),
-        }
     }
 }

@@ -67,3 +67,30 @@ dmesg | grep -i -E 'pvrs_kvm|kvm|svm|bug|warn|oops' | sed 's/^/L1-DMESG: /'
     assert "SVM is already enabled" in console
     for bad in ("BUG:", "WARNING:", "Oops", "general protection"):
         assert bad not in console, console[-3000:]
+
+
+SMOKE = paths.GUEST_TOOLS / "pvrs-kvm-smoke"
+
+
+def test_a_real_mode_guest_runs_on_both_devices(tmp_path):
+    """The same small program drives /dev/pvrs and then /dev/kvm (kvm_amd)
+    in one L1: port I/O out and in, an MMIO read, HLT, registers."""
+    kvm_order = guest.module_load_order("kvm-amd")
+    got = l1_run(tmp_path, f"""
+insmod /usr/bin/pvrs_kvm.ko
+/usr/bin/pvrs-kvm-smoke /dev/pvrs > /tmp/pvrs.out 2>&1; echo "L1: pvrs_rc=$?"
+sed 's/^/L1-PVRS: /' /tmp/pvrs.out
+rmmod pvrs_kvm; echo "L1: unload=$?"
+for m in {" ".join(kvm_order)}; do insmod /usr/bin/$m.ko; done
+/usr/bin/pvrs-kvm-smoke /dev/kvm > /tmp/kvm.out 2>&1; echo "L1: kvm_rc=$?"
+sed 's/^/L1-KVM: /' /tmp/kvm.out
+dmesg | grep -i -E 'pvrs_kvm|bug|warn|oops|rip:' | sed 's/^/L1-DMESG: /'
+""", [PVRS_KVM, SMOKE] + [paths.GUEST_MODULES / f"{m}.ko" for m in kvm_order])
+    console = got.pop("console")
+    assert got.get("kvm_rc") == "0", console[-3000:]
+    assert "L1-KVM: SMOKE: ok" in console
+    assert got.get("pvrs_rc") == "0", console[-3000:]
+    assert "L1-PVRS: SMOKE: ok" in console
+    assert got["unload"] == "0"
+    for bad in ("BUG:", "WARNING:", "Oops", "general protection"):
+        assert bad not in console, console[-3000:]

@@ -55,3 +55,8 @@ void rust_helper_on_each_cpu(smp_call_func_t func, void *info, int wait)
 {
 	on_each_cpu(func, info, wait);
 }
+
+void rust_helper_cond_resched(void)
+{
+	cond_resched();
+}

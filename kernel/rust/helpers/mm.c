@@ -11,3 +11,8 @@ void rust_helper_vm_flags_set(struct vm_area_struct *vma, vm_flags_t flags)
 {
 	vm_flags_set(vma, flags);
 }
+
+unsigned long rust_helper_task_size_max(void)
+{
+	return TASK_SIZE_MAX;
+}

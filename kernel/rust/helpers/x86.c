@@ -45,3 +45,26 @@ bool rust_helper_boot_cpu_has(unsigned int feature)
 {
 	return boot_cpu_has(feature);
 }
+
+#include <linux/uaccess.h>
+
+/*
+ * Compare-and-exchange on user memory, as KVM's emulator does for guest
+ * page-table accessed/dirty bits (emulator_cmpxchg_emulated): 0 if the
+ * value was exchanged, 1 if it differed from *old (which is then updated
+ * to the current value), -EFAULT if the address is not writable user
+ * memory. __try_cmpxchg_user() brackets the access and defines its label.
+ */
+int rust_helper_cmpxchg_user_u32(u32 __user *uaddr, u32 *old, u32 new)
+{
+	if (!access_ok(uaddr, sizeof(*uaddr)))
+		return -EFAULT;
+	return __try_cmpxchg_user(uaddr, old, new, efault);
+}
+
+int rust_helper_cmpxchg_user_u64(u64 __user *uaddr, u64 *old, u64 new)
+{
+	if (!access_ok(uaddr, sizeof(*uaddr)))
+		return -EFAULT;
+	return __try_cmpxchg_user(uaddr, old, new, efault);
+}

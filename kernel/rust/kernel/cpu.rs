@@ -87,6 +87,41 @@ pub fn on_each_cpu<F: Fn() + Sync>(f: &F) {
     unsafe { bindings::on_each_cpu(Some(call::<F>), (f as *const F).cast_mut().cast(), 1) };
 }
 
+/// Runs `f` on CPU `cpu`, with interrupts disabled there, and returns when
+/// it has finished (`smp_call_function_single(..., wait = 1)`). Getting
+/// there takes an IPI, which also makes a CPU leave a guest it is running.
+///
+/// `f` must not sleep. Must be called from a context that may sleep.
+pub fn run_on<F: Fn() + Sync>(cpu: u32, f: &F) -> Result {
+    /// # Safety
+    ///
+    /// `info` must point to an `F` that is alive for the call.
+    unsafe extern "C" fn call<F: Fn() + Sync>(info: *mut core::ffi::c_void) {
+        // SAFETY: `info` is the `&F` given below, alive until the waiting
+        // call returns.
+        let f = unsafe { &*info.cast::<F>() };
+        f();
+    }
+    // SAFETY: `call::<F>` matches `smp_call_func_t` and gets `f`, which
+    // outlives the waiting call.
+    to_result(unsafe {
+        bindings::smp_call_function_single(
+            cpu as _,
+            Some(call::<F>),
+            (f as *const F).cast_mut().cast(),
+            1,
+        )
+    })
+}
+
+/// Gives the CPU to another task if a reschedule is due (`cond_resched`);
+/// a kernel loop that may run long calls it, which also reports an RCU
+/// quiescent state.
+pub fn cond_resched() {
+    // SAFETY: Always safe in a context that may sleep, which the caller is.
+    unsafe { bindings::cond_resched() };
+}
+
 /// What to do when a CPU comes online or goes offline.
 ///
 /// Both run on the CPU concerned, in its hotplug thread, so per-CPU state

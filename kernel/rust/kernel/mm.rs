@@ -20,6 +20,13 @@ use crate::{
 };
 use core::ptr::NonNull;
 
+/// The highest user address any task can have, plus one (`TASK_SIZE_MAX`;
+/// it depends on the paging mode, 4- or 5-level, chosen at boot).
+pub fn task_size_max() -> usize {
+    // SAFETY: Reads boot-time constants; always safe.
+    unsafe { bindings::task_size_max() }
+}
+
 /// The physical address of a page the kernel allocated.
 pub fn page_phys_addr(page: &Page) -> u64 {
     // SAFETY: `page.as_ptr()` is a valid `struct page` while `page` lives.

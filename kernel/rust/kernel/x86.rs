@@ -84,3 +84,25 @@ pub fn boot_cpu_has(feature: u32) -> bool {
     // SAFETY: Reads the boot CPU's capability bits; always safe.
     unsafe { bindings::boot_cpu_has(feature) }
 }
+
+/// Atomically replaces the 32-bit value at user address `address` with
+/// `new` if it equals `old` (a locked CMPXCHG on the user mapping).
+/// Returns `Ok(true)` if it did, `Ok(false)` if the value differed, and
+/// `EFAULT` if the address is not writable user memory of the current task.
+pub fn cmpxchg_user_u32(address: usize, old: u32, new: u32) -> Result<bool> {
+    let mut expected = old;
+    // SAFETY: The helper checks the user address with `user_access_begin`
+    // and handles faults; `expected` is a valid local.
+    let ret = unsafe { bindings::cmpxchg_user_u32(address as *mut u32, &mut expected, new) };
+    to_result(ret.min(0))?;
+    Ok(ret == 0)
+}
+
+/// The 64-bit form of [`cmpxchg_user_u32`].
+pub fn cmpxchg_user_u64(address: usize, old: u64, new: u64) -> Result<bool> {
+    let mut expected = old;
+    // SAFETY: As in `cmpxchg_user_u32`.
+    let ret = unsafe { bindings::cmpxchg_user_u64(address as *mut u64, &mut expected, new) };
+    to_result(ret.min(0))?;
+    Ok(ret == 0)
+}
