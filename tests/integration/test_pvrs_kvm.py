@@ -4,6 +4,7 @@ every CPU and off again when unloaded, and coexists with kvm_amd the way
 KVM's own modules do with each other (whoever comes second gets EBUSY, and
 unloading leaves SVM free for the other)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -92,5 +93,39 @@ dmesg | grep -i -E 'pvrs_kvm|bug|warn|oops|rip:' | sed 's/^/L1-DMESG: /'
     assert got.get("pvrs_rc") == "0", console[-3000:]
     assert "L1-PVRS: SMOKE: ok" in console
     assert got["unload"] == "0"
+    for bad in ("BUG:", "WARNING:", "Oops", "general protection"):
+        assert bad not in console, console[-3000:]
+
+
+KVM_GUESTS = paths.BUILD / "vmm" / "kvm-guests"
+
+
+def test_pvrs_vmm_small_guests_on_both_devices(tmp_path):
+    """pvrs-vmm's hand-assembled guests (host-backend/pvrs-vmm/tests/
+    kvm_guests.rs, built static by tests/build-vmm) through the real VMM, on
+    /dev/pvrs and then on kvm_amd's /dev/kvm in the same L1. Without an
+    in-kernel irqchip on /dev/pvrs the interrupt test skips (it says so)."""
+    if not KVM_GUESTS.exists():
+        pytest.fail(f"{KVM_GUESTS} missing: run tests/build-vmm")
+    kvm_order = guest.module_load_order("kvm-amd")
+    got = l1_run(tmp_path, f"""
+mkdir -p /tmp/t
+insmod /usr/bin/pvrs_kvm.ko
+TMPDIR=/tmp/t PVRS_KVM_DEV=/dev/pvrs /usr/bin/kvm-guests --test-threads=1 > /tmp/p.out 2>&1; echo "L1: pvrs_rc=$?"
+sed 's/^/L1-PVRS: /' /tmp/p.out
+rmmod pvrs_kvm
+for m in {" ".join(kvm_order)}; do insmod /usr/bin/$m.ko; done
+TMPDIR=/tmp/t PVRS_KVM_DEV=/dev/kvm /usr/bin/kvm-guests --test-threads=1 > /tmp/k.out 2>&1; echo "L1: kvm_rc=$?"
+sed 's/^/L1-KVM: /' /tmp/k.out
+dmesg | grep -i -E 'pvrs_kvm|bug|warn|oops' | sed 's/^/L1-DMESG: /'
+""", [PVRS_KVM, KVM_GUESTS] + [paths.GUEST_MODULES / f"{m}.ko" for m in kvm_order])
+    console = got.pop("console")
+    assert got.get("pvrs_rc") == "0", console[-4000:]
+    assert got.get("kvm_rc") == "0", console[-4000:]
+    results = dict(re.findall(r"L1-(PVRS|KVM): test result: ok\. (\d+) passed", console))
+    assert results.get("PVRS") and results.get("PVRS") == results.get("KVM"), results
+    skipped = re.findall(r"L1-PVRS: .*skipped: (\S+)", console)
+    assert skipped == ["serial_interrupt_reaches_the_guest:"], skipped
+    assert "L1-KVM: test serial_interrupt_reaches_the_guest ... ok" in console
     for bad in ("BUG:", "WARNING:", "Oops", "general protection"):
         assert bad not in console, console[-3000:]
