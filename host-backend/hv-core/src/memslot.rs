@@ -34,25 +34,17 @@
 pub const PAGE_SIZE: u64 = 4096;
 const PAGE_SHIFT: u32 = 12;
 
+// The slot flags and id limits are the KVM API's (pinned there by
+// `tests/kvm_uapi_header.rs`).
+pub use crate::kvm_api::constants::{
+    KVM_INTERNAL_MEM_SLOTS, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
+    KVM_MEM_SLOTS_NUM, KVM_USER_MEM_SLOTS,
+};
+
 pinned_constants! {
-    /// Pinned to uapi/linux/kvm.h, linux/kvm_host.h and x86's
-    /// asm/kvm_host.h by the header test.
+    /// Pinned to linux/kvm_host.h by the header test.
     table MEMSLOT_CONSTANTS;
 
-    /// `kvm_userspace_memory_region.flags`: log writes for
-    /// KVM_GET_DIRTY_LOG.
-    KVM_MEM_LOG_DIRTY_PAGES: u32 = 1 << 0;
-    /// The guest may read but not write the slot (writes exit as MMIO).
-    KVM_MEM_READONLY: u32 = 1 << 1;
-    /// Backed by guest_memfd (private memory); not offered by pvrs.
-    KVM_MEM_GUEST_MEMFD: u32 = 1 << 2;
-    /// Slot ids are 16 bits, capped at `SHRT_MAX`.
-    KVM_MEM_SLOTS_NUM: u32 = 0x7fff;
-    /// x86 reserves three ids for KVM's own slots (APIC access page, TSS,
-    /// identity map); userspace gets the rest.
-    KVM_INTERNAL_MEM_SLOTS: u32 = 3;
-    /// Slot ids userspace may use: 0 to this value minus 1.
-    KVM_USER_MEM_SLOTS: u32 = KVM_MEM_SLOTS_NUM - KVM_INTERNAL_MEM_SLOTS;
     /// The largest slot, in pages.
     KVM_MEM_MAX_NR_PAGES: u64 = (1 << 31) - 1;
 }

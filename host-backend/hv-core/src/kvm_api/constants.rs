@@ -215,7 +215,7 @@ pinned_constants! {
     KVM_MEM_LOG_DIRTY_PAGES: u32 = 1 << 0;
     /// Guest writes to the slot exit to userspace as MMIO.
     KVM_MEM_READONLY: u32 = 1 << 1;
-    /// Private memory comes from `guest_memfd` (region2 only).
+    /// Private memory comes from `guest_memfd` (region2 only; not offered by pvrs).
     KVM_MEM_GUEST_MEMFD: u32 = 1 << 2;
 
     // `kvm_ioeventfd::flags` (api.rst 4.59).
@@ -812,11 +812,11 @@ pinned_constants! {
     MAX_IO_MSRS: u32 = 256;
     /// The most GSI routes, and the bound on a route's GSI.
     KVM_MAX_IRQ_ROUTES: u32 = 4096;
-    /// All memory slot ids of an address space.
+    /// All memory slot ids of an address space (ids are 16 bits, capped at `SHRT_MAX`).
     KVM_MEM_SLOTS_NUM: u32 = i16::MAX as u32;
-    /// The slots x86 KVM keeps for itself (TSS, identity map, APIC page).
+    /// The slot ids x86 KVM keeps for its own slots (TSS, identity map, APIC access page).
     KVM_INTERNAL_MEM_SLOTS: u32 = 3;
-    /// Memory slot ids userspace may use: below this.
+    /// Memory slot ids userspace may use: 0 to this value minus 1.
     KVM_USER_MEM_SLOTS: u32 = KVM_MEM_SLOTS_NUM - KVM_INTERNAL_MEM_SLOTS;
     /// The flags KVM_SET_CLOCK accepts.
     KVM_CLOCK_VALID_FLAGS: u32 = KVM_CLOCK_TSC_STABLE | KVM_CLOCK_REALTIME | KVM_CLOCK_HOST_TSC;

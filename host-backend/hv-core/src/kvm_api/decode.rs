@@ -220,8 +220,11 @@ pub struct MemoryRegionSupport {
 /// The flags of a memory region, decoded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryRegionFlags {
+    /// KVM_MEM_LOG_DIRTY_PAGES: track writes for KVM_GET_DIRTY_LOG.
     pub log_dirty_pages: bool,
+    /// KVM_MEM_READONLY: guest writes exit as MMIO.
     pub readonly: bool,
+    /// KVM_MEM_GUEST_MEMFD: private memory comes from `guest_memfd`.
     pub guest_memfd: bool,
 }
 
@@ -235,13 +238,17 @@ pub struct MemoryRegion {
     pub address_space: u16,
     /// Bits 0-15 of `slot`.
     pub slot: u16,
+    /// The slot's flags.
     pub flags: MemoryRegionFlags,
+    /// Where the slot starts in guest physical memory (bytes).
     pub guest_phys_addr: u64,
-    /// 0 deletes the slot.
+    /// The slot's size in bytes; 0 deletes the slot.
     pub memory_size: u64,
+    /// The userspace address backing `guest_phys_addr`.
     pub userspace_addr: u64,
     /// Only meaningful with `flags.guest_memfd` (V2).
     pub guest_memfd_offset: u64,
+    /// The `guest_memfd` descriptor; only meaningful with `flags.guest_memfd` (V2).
     pub guest_memfd: u32,
 }
 
@@ -317,15 +324,23 @@ pub fn decode_memory_region(
 /// irqchip) and that the descriptors are eventfds (EBADF/EINVAL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IrqfdRequest {
+    /// Signal `gsi` whenever `fd` is written.
     Assign {
+        /// The eventfd.
         fd: u32,
+        /// The GSI (route number) it raises.
         gsi: u32,
         /// With KVM_IRQFD_FLAG_RESAMPLE: the eventfd signalled when the
         /// guest acknowledges the level-triggered interrupt.
         resample_fd: Option<u32>,
     },
     /// Removes every irqfd of `fd` on `gsi` (`resamplefd` is ignored).
-    Deassign { fd: u32, gsi: u32 },
+    Deassign {
+        /// The eventfd.
+        fd: u32,
+        /// The GSI it was assigned to.
+        gsi: u32,
+    },
 }
 
 /// Decodes KVM_IRQFD: flags other than DEASSIGN and RESAMPLE are EINVAL
@@ -364,13 +379,16 @@ pub enum IoeventfdBus {
 /// An ioeventfd as KVM stores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ioeventfd {
+    /// The bus the address is on.
     pub bus: IoeventfdBus,
+    /// The port or guest physical address the write must hit.
     pub addr: u64,
     /// The access length, 0 for any.  Unchecked for a deassign (which
     /// matches on it).
     pub length: u32,
     /// With KVM_IOEVENTFD_FLAG_DATAMATCH: only writes of this value.
     pub datamatch: Option<u64>,
+    /// The eventfd to signal.
     pub fd: i32,
 }
 
@@ -379,7 +397,9 @@ pub struct Ioeventfd {
 /// finds the one to remove (ENOENT).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoeventfdRequest {
+    /// Register this ioeventfd.
     Assign(Ioeventfd),
+    /// Remove the ioeventfd equal to this one.
     Deassign(Ioeventfd),
 }
 
@@ -429,7 +449,9 @@ pub fn decode_ioeventfd(bytes: &[u8]) -> Result<IoeventfdRequest, Error> {
 /// The file KVM_ENABLE_CAP arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CapTarget {
+    /// A VM fd (KVM_CAP_ENABLE_CAP_VM).
     Vm,
+    /// A vCPU fd (KVM_CAP_ENABLE_CAP).
     Vcpu,
 }
 
@@ -440,27 +462,47 @@ pub enum EnableCap {
     /// VM, KVM_CAP_SPLIT_IRQCHIP (api.rst 7.5): local APICs in the kernel,
     /// PIC and IOAPIC in userspace.  The caller refuses it (EEXIST) once an
     /// irqchip exists or a vCPU was created.
-    SplitIrqchip { reserved_ioapic_pins: u32 },
+    SplitIrqchip {
+        /// GSIs `0..reserved_ioapic_pins` are kept for the userspace IOAPIC.
+        reserved_ioapic_pins: u32,
+    },
     /// VM, KVM_CAP_X2APIC_API (api.rst 7.7).
     X2apicApi {
+        /// KVM_X2APIC_API_USE_32BIT_IDS.
         use_32bit_ids: bool,
+        /// KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK.
         disable_broadcast_quirk: bool,
     },
     /// VM, KVM_CAP_X86_DISABLE_EXITS (api.rst 7.13): which instructions
     /// stop causing exits.
     DisableExits {
+        /// MWAIT and MONITOR.
         mwait: bool,
+        /// HLT.
         hlt: bool,
+        /// PAUSE.
         pause: bool,
+        /// C-state entry.
         cstate: bool,
     },
     /// VM, KVM_CAP_HALT_POLL (api.rst 7.20).
-    HaltPoll { max_halt_poll_ns: u32 },
+    HaltPoll {
+        /// The longest a halted vCPU polls before sleeping, in ns.
+        max_halt_poll_ns: u32,
+    },
     /// vCPU, KVM_CAP_ENFORCE_PV_FEATURE_CPUID (api.rst 8.28).
-    EnforcePvFeatureCpuid { enforce: bool },
+    EnforcePvFeatureCpuid {
+        /// Offer only the PV features in the vCPU's CPUID.
+        enforce: bool,
+    },
     /// Any other capability, for the caller to accept or refuse (KVM's
     /// default for an unknown one is EINVAL on both files).
-    Other { cap: u32, args: [u64; 4] },
+    Other {
+        /// The `KVM_CAP_*` number.
+        cap: u32,
+        /// `kvm_enable_cap::args`, unchecked.
+        args: [u64; 4],
+    },
 }
 
 /// Decodes KVM_ENABLE_CAP.  Nonzero `flags` is EINVAL: every x86 path of
@@ -531,13 +573,13 @@ pub fn decode_regs(bytes: &[u8]) -> Result<kvm_regs, Error> {
 // The control register and EFER bits `kvm_is_valid_sregs` looks at (from
 // `arch/x86/include/uapi/asm/processor-flags.h` and
 // `arch/x86/include/asm/msr-index.h`; the header test checks them).
-pub const X86_CR0_PE: u64 = 1 << 0;
+// The bits themselves live in `paging` and `msr`; these names are the C ones.
+pub use crate::msr::{EFER_LMA, EFER_LME};
+pub use crate::paging::{CR0_PE as X86_CR0_PE, CR0_PG as X86_CR0_PG, CR4_PAE as X86_CR4_PAE};
+/// CR0 bit 29 (NW): not write-through; invalid without CD.
 pub const X86_CR0_NW: u64 = 1 << 29;
+/// CR0 bit 30 (CD): cache disable.
 pub const X86_CR0_CD: u64 = 1 << 30;
-pub const X86_CR0_PG: u64 = 1 << 31;
-pub const X86_CR4_PAE: u64 = 1 << 5;
-pub const EFER_LME: u64 = 1 << 8;
-pub const EFER_LMA: u64 = 1 << 10;
 
 /// What `kvm_is_valid_sregs` needs to know about the vCPU; the caller
 /// derives it from the host and the vCPU's CPUID.
@@ -644,15 +686,22 @@ pub fn decode_debugregs(bytes: &[u8]) -> Result<kvm_debugregs, Error> {
     Ok(debugregs)
 }
 
-/// The XCR0 state components whose combinations `__kvm_set_xcr` checks
-/// (Intel SDM vol. 1, 13.3): x87, SSE, AVX, MPX (two), AVX-512 (three),
-/// AMX (two).
+// The XCR0 state components whose combinations `__kvm_set_xcr` checks
+// (Intel SDM vol. 1, 13.3): x87, SSE, AVX, MPX (two), AVX-512 (three),
+// AMX (two).
+/// XCR0 bit 0: the x87 state, which must always be enabled.
 pub const XFEATURE_MASK_FP: u64 = 1 << 0;
+/// XCR0 bit 1: the SSE state (XMM registers, MXCSR).
 pub const XFEATURE_MASK_SSE: u64 = 1 << 1;
+/// XCR0 bit 2: the upper halves of the YMM registers (AVX).
 pub const XFEATURE_MASK_YMM: u64 = 1 << 2;
+/// XCR0 bit 3: MPX bound registers BND0-3.
 pub const XFEATURE_MASK_BNDREGS: u64 = 1 << 3;
+/// XCR0 bit 4: MPX BNDCFGU and BNDSTATUS.
 pub const XFEATURE_MASK_BNDCSR: u64 = 1 << 4;
+/// XCR0 bits 5-7: AVX-512 opmask, upper ZMM0-15 halves and ZMM16-31.
 pub const XFEATURE_MASK_AVX512: u64 = (1 << 5) | (1 << 6) | (1 << 7);
+/// XCR0 bits 17-18: AMX tile configuration and tile data.
 pub const XFEATURE_MASK_XTILE: u64 = (1 << 17) | (1 << 18);
 
 /// Whether `xcr0` is a value KVM lets the guest have (`__kvm_set_xcr`):
@@ -709,15 +758,22 @@ pub fn decode_interrupt(bytes: &[u8]) -> Result<u8, Error> {
 /// The vCPU states KVM_SET_MP_STATE accepts on x86.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MpState {
+    /// KVM_MP_STATE_RUNNABLE.
     Runnable,
+    /// KVM_MP_STATE_UNINITIALIZED: an AP waiting for INIT.
     Uninitialized,
+    /// KVM_MP_STATE_INIT_RECEIVED: an AP waiting for SIPI.
     InitReceived,
+    /// KVM_MP_STATE_HALTED: waiting for an interrupt after HLT.
     Halted,
+    /// KVM_MP_STATE_SIPI_RECEIVED.
     SipiReceived,
+    /// KVM_MP_STATE_AP_RESET_HOLD (SEV-ES).
     ApResetHold,
 }
 
 impl MpState {
+    /// The `KVM_MP_STATE_*` value of `kvm_mp_state::mp_state`.
     pub const fn to_raw(self) -> u32 {
         match self {
             MpState::Runnable => KVM_MP_STATE_RUNNABLE,
@@ -816,9 +872,11 @@ pub fn decode_clock_data(bytes: &[u8]) -> Result<kvm_clock_data, Error> {
 /// an in-kernel PIC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PitConfig {
+    /// KVM_PIT_SPEAKER_DUMMY: emulate port 0x61 as a dummy speaker.
     pub speaker_dummy: bool,
 }
 
+/// Decodes KVM_CREATE_PIT2.
 pub fn decode_pit_config(bytes: &[u8]) -> Result<PitConfig, Error> {
     let config: kvm_pit_config = decode(bytes)?;
     Ok(PitConfig {
@@ -890,23 +948,35 @@ pub fn decode_signal_mask(bytes: &[u8]) -> Result<u64, Error> {
 /// An in-kernel interrupt controller a GSI can be routed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Irqchip {
+    /// KVM_IRQCHIP_PIC_MASTER (pins 0-7).
     PicMaster,
+    /// KVM_IRQCHIP_PIC_SLAVE (pins 8-15).
     PicSlave,
+    /// KVM_IRQCHIP_IOAPIC.
     Ioapic,
 }
 
 /// One validated GSI route of KVM_SET_GSI_ROUTING.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GsiRoute {
+    /// KVM_IRQ_ROUTING_IRQCHIP: the GSI drives a pin of an in-kernel irqchip.
     Irqchip {
+        /// The route's GSI.
         gsi: u32,
+        /// The controller.
         irqchip: Irqchip,
+        /// Its input pin.
         pin: u32,
     },
+    /// KVM_IRQ_ROUTING_MSI: the GSI sends a message-signalled interrupt.
     Msi {
+        /// The route's GSI.
         gsi: u32,
+        /// Bits 31:0 of the MSI address.
         address_lo: u32,
+        /// Bits 63:32 of the MSI address (with x2APIC: destination id bits).
         address_hi: u32,
+        /// The MSI data word (vector, delivery mode).
         data: u32,
         /// With KVM_MSI_VALID_DEVID (meaningless on x86, but accepted).
         devid: Option<u32>,

@@ -10,22 +10,39 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i32)]
 pub enum Errno {
+    /// Operation not permitted (1).
     EPERM = 1,
+    /// No such entry (e.g. no matching ioeventfd or PIC) (2).
     ENOENT = 2,
+    /// Interrupted by a signal (4).
     EINTR = 4,
+    /// I/O error (5).
     EIO = 5,
+    /// No such device or address (6).
     ENXIO = 6,
+    /// Argument list too long (too many entries) (7).
     E2BIG = 7,
+    /// Bad file descriptor (9).
     EBADF = 9,
+    /// Try again (not ready yet) (11).
     EAGAIN = 11,
+    /// Out of memory (12).
     ENOMEM = 12,
+    /// Bad address (a user copy failed) (14).
     EFAULT = 14,
+    /// Device or resource busy (16).
     EBUSY = 16,
+    /// Already exists (17).
     EEXIST = 17,
+    /// No such device (19).
     ENODEV = 19,
+    /// Invalid argument (22).
     EINVAL = 22,
+    /// Inappropriate ioctl for the file (25).
     ENOTTY = 25,
+    /// No space left (e.g. no free slot or route) (28).
     ENOSPC = 28,
+    /// Operation not supported (95).
     EOPNOTSUPP = 95,
 }
 

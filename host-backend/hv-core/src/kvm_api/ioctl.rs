@@ -144,7 +144,9 @@ pub enum Argument {
 /// The shape of a header-plus-entries argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArrayArgument {
+    /// The size of the header struct holding the count, in bytes.
     pub header_size: usize,
+    /// The size of one entry, in bytes.
     pub entry_size: usize,
     /// KVM reads the entries userspace passes (SET_CPUID2, SET_MSRS,
     /// GET_MSRS: the indices).
@@ -165,12 +167,16 @@ const fn array<Header, Entry>(entries_in: bool, entries_out: bool) -> Argument {
 /// The files an ioctl is answered on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FdKinds {
+    /// Answered on `/dev/pvrs`.
     pub system: bool,
+    /// Answered on VM fds.
     pub vm: bool,
+    /// Answered on vCPU fds.
     pub vcpu: bool,
 }
 
 impl FdKinds {
+    /// Whether the ioctl is answered on a file of kind `fd`.
     pub const fn contains(self, fd: FdKind) -> bool {
         match fd {
             FdKind::System => self.system,
@@ -215,11 +221,15 @@ const VM_VCPU: FdKinds = FdKinds {
 /// argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoctlInfo {
+    /// Which ioctl.
     pub ioctl: Ioctl,
     /// The C macro name.
     pub name: &'static str,
+    /// The ioctl number (`_IOC` encoding).
     pub command: u32,
+    /// The files that answer it.
     pub fds: FdKinds,
+    /// How its `arg` is used.
     pub argument: Argument,
 }
 
@@ -238,7 +248,10 @@ macro_rules! kvm_ioctls {
         /// Every KVM ioctl `/dev/pvrs` knows, by its C name in CamelCase.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Ioctl {
-            $($variant,)+
+            $(
+                $(#[$attr])*
+                $variant,
+            )+
         }
 
         /// Every ioctl `/dev/pvrs` knows, with the C name, number, files and
@@ -261,15 +274,20 @@ kvm_ioctls! {
     GetApiVersion = KVM_GET_API_VERSION: _IO(KVMIO, 0x00), SYSTEM, Argument::MustBeZero;
     /// Returns a VM fd; `arg` is the VM type (0 on x86 by default).
     CreateVm = KVM_CREATE_VM: _IO(KVMIO, 0x01), SYSTEM, Argument::Value;
+    /// Lists the MSRs KVM_GET_MSRS / KVM_SET_MSRS save and restore (api.rst 4.3).
     GetMsrIndexList = KVM_GET_MSR_INDEX_LIST: _IOWR::<kvm_msr_list>(KVMIO, 0x02), SYSTEM,
         array::<kvm_msr_list, u32>(false, true);
     /// On /dev/kvm and (with KVM_CAP_CHECK_EXTENSION_VM) on VM fds.
     CheckExtension = KVM_CHECK_EXTENSION: _IO(KVMIO, 0x03), SYSTEM_VM, Argument::Value;
+    /// Returns the size of the vCPU mmap ([`super::constants::KVM_VCPU_MMAP_SIZE`]).
     GetVcpuMmapSize = KVM_GET_VCPU_MMAP_SIZE: _IO(KVMIO, 0x04), SYSTEM, Argument::MustBeZero;
+    /// Lists the CPUID leaves KVM can offer a guest (api.rst 4.46).
     GetSupportedCpuid = KVM_GET_SUPPORTED_CPUID: _IOWR::<kvm_cpuid2>(KVMIO, 0x05), SYSTEM,
         array::<kvm_cpuid2, kvm_cpuid_entry2>(false, true);
+    /// Lists the CPUID bits KVM emulates in software (api.rst 4.88).
     GetEmulatedCpuid = KVM_GET_EMULATED_CPUID: _IOWR::<kvm_cpuid2>(KVMIO, 0x09), SYSTEM,
         array::<kvm_cpuid2, kvm_cpuid_entry2>(false, true);
+    /// Lists the feature MSRs readable with KVM_GET_MSRS on /dev/kvm.
     GetMsrFeatureIndexList = KVM_GET_MSR_FEATURE_INDEX_LIST: _IOWR::<kvm_msr_list>(KVMIO, 0x0a),
         SYSTEM, array::<kvm_msr_list, u32>(false, true);
 
@@ -277,41 +295,55 @@ kvm_ioctls! {
     // 4.56, 4.59, 4.71, 4.75, 4.116, 4.140).
     /// Returns a vCPU fd; `arg` is the vCPU id (the APIC id on x86).
     CreateVcpu = KVM_CREATE_VCPU: _IO(KVMIO, 0x41), VM, Argument::Value;
+    /// Copies out and clears a slot's dirty bitmap (api.rst 4.8).
     GetDirtyLog = KVM_GET_DIRTY_LOG: _IOW::<kvm_dirty_log>(KVMIO, 0x42), VM,
         Argument::In(core::mem::size_of::<kvm_dirty_log>());
+    /// Creates, moves, changes or deletes a memory slot (api.rst 4.35).
     SetUserMemoryRegion = KVM_SET_USER_MEMORY_REGION:
         _IOW::<kvm_userspace_memory_region>(KVMIO, 0x46), VM,
         Argument::In(core::mem::size_of::<kvm_userspace_memory_region>());
     /// `arg` is the guest physical address of three pages for the TSS.
     SetTssAddr = KVM_SET_TSS_ADDR: _IO(KVMIO, 0x47), VM, Argument::Value;
+    /// Sets the guest physical address of the identity map page (VMX real mode; api.rst 4.40).
     SetIdentityMapAddr = KVM_SET_IDENTITY_MAP_ADDR: _IOW::<u64>(KVMIO, 0x48), VM,
         Argument::In(core::mem::size_of::<u64>());
+    /// KVM_SET_USER_MEMORY_REGION with `guest_memfd` fields (api.rst 4.140).
     SetUserMemoryRegion2 = KVM_SET_USER_MEMORY_REGION2:
         _IOW::<kvm_userspace_memory_region2>(KVMIO, 0x49), VM,
         Argument::In(core::mem::size_of::<kvm_userspace_memory_region2>());
+    /// Creates the in-kernel PIC, IOAPIC and local APICs (api.rst 4.24).
     CreateIrqchip = KVM_CREATE_IRQCHIP: _IO(KVMIO, 0x60), VM, Argument::Ignored;
+    /// Sets the level of a GSI of the in-kernel irqchip (api.rst 4.25).
     IrqLine = KVM_IRQ_LINE: _IOW::<kvm_irq_level>(KVMIO, 0x61), VM,
         Argument::In(core::mem::size_of::<kvm_irq_level>());
+    /// KVM_IRQ_LINE that also returns whether the interrupt was delivered.
     IrqLineStatus = KVM_IRQ_LINE_STATUS: _IOWR::<kvm_irq_level>(KVMIO, 0x67), VM,
         Argument::InOut(core::mem::size_of::<kvm_irq_level>());
-    /// Same number as KVM_IRQ_LINE_STATUS but `_IOW` of a 16-byte struct:
+    /// Adds a coalesced MMIO zone (api.rst 4.116).  Same number as KVM_IRQ_LINE_STATUS but `_IOW` of a 16-byte struct:
     /// a different command.
     RegisterCoalescedMmio = KVM_REGISTER_COALESCED_MMIO:
         _IOW::<kvm_coalesced_mmio_zone>(KVMIO, 0x67), VM,
         Argument::In(core::mem::size_of::<kvm_coalesced_mmio_zone>());
+    /// Removes a coalesced MMIO zone (api.rst 4.116).
     UnregisterCoalescedMmio = KVM_UNREGISTER_COALESCED_MMIO:
         _IOW::<kvm_coalesced_mmio_zone>(KVMIO, 0x68), VM,
         Argument::In(core::mem::size_of::<kvm_coalesced_mmio_zone>());
+    /// Replaces the whole GSI routing table (api.rst 4.52).
     SetGsiRouting = KVM_SET_GSI_ROUTING: _IOW::<kvm_irq_routing>(KVMIO, 0x6a), VM,
         array::<kvm_irq_routing, kvm_irq_routing_entry>(true, false);
+    /// Attaches an eventfd to a GSI, or detaches it (api.rst 4.75).
     Irqfd = KVM_IRQFD: _IOW::<kvm_irqfd>(KVMIO, 0x76), VM,
         Argument::In(core::mem::size_of::<kvm_irqfd>());
+    /// Creates the in-kernel i8254 PIT (api.rst 4.71).
     CreatePit2 = KVM_CREATE_PIT2: _IOW::<kvm_pit_config>(KVMIO, 0x77), VM,
         Argument::In(core::mem::size_of::<kvm_pit_config>());
+    /// Attaches an eventfd to writes to a port or MMIO address (api.rst 4.59).
     Ioeventfd = KVM_IOEVENTFD: _IOW::<kvm_ioeventfd>(KVMIO, 0x79), VM,
         Argument::In(core::mem::size_of::<kvm_ioeventfd>());
+    /// Sets the kvmclock time of the VM (api.rst 4.30).
     SetClock = KVM_SET_CLOCK: _IOW::<kvm_clock_data>(KVMIO, 0x7b), VM,
         Argument::In(core::mem::size_of::<kvm_clock_data>());
+    /// Reads the kvmclock time of the VM (api.rst 4.29).
     GetClock = KVM_GET_CLOCK: _IOR::<kvm_clock_data>(KVMIO, 0x7c), VM,
         Argument::Out(core::mem::size_of::<kvm_clock_data>());
     /// On a vCPU (KVM_CAP_TSC_CONTROL) or, as the default for new vCPUs, on
@@ -319,61 +351,84 @@ kvm_ioctls! {
     SetTscKhz = KVM_SET_TSC_KHZ: _IO(KVMIO, 0xa2), VM_VCPU, Argument::Value;
     /// Returns the frequency in kHz.
     GetTscKhz = KVM_GET_TSC_KHZ: _IO(KVMIO, 0xa3), VM_VCPU, Argument::Ignored;
+    /// Injects one MSI (api.rst 4.71).
     SignalMsi = KVM_SIGNAL_MSI: _IOW::<kvm_msi>(KVMIO, 0xa5), VM,
         Argument::In(core::mem::size_of::<kvm_msi>());
 
     // vCPU fd (api.rst 4.10-4.23, 4.31-4.34, 4.37-4.39, 4.44, 4.45, 4.57,
     // 4.58, 4.64, 4.70).
-    /// `arg` must be 0.
+    /// Runs the vCPU until an exit userspace must see; `arg` must be 0.
     Run = KVM_RUN: _IO(KVMIO, 0x80), VCPU, Argument::MustBeZero;
+    /// Reads the general registers, RIP and RFLAGS (api.rst 4.11).
     GetRegs = KVM_GET_REGS: _IOR::<kvm_regs>(KVMIO, 0x81), VCPU,
         Argument::Out(core::mem::size_of::<kvm_regs>());
+    /// Writes the general registers, RIP and RFLAGS (api.rst 4.12).
     SetRegs = KVM_SET_REGS: _IOW::<kvm_regs>(KVMIO, 0x82), VCPU,
         Argument::In(core::mem::size_of::<kvm_regs>());
+    /// Reads segments, descriptor tables, control registers, EFER and APIC base (api.rst 4.13).
     GetSregs = KVM_GET_SREGS: _IOR::<kvm_sregs>(KVMIO, 0x83), VCPU,
         Argument::Out(core::mem::size_of::<kvm_sregs>());
+    /// Writes what KVM_GET_SREGS reads (api.rst 4.14).
     SetSregs = KVM_SET_SREGS: _IOW::<kvm_sregs>(KVMIO, 0x84), VCPU,
         Argument::In(core::mem::size_of::<kvm_sregs>());
+    /// Queues an external interrupt without an in-kernel irqchip (api.rst 4.16).
     Interrupt = KVM_INTERRUPT: _IOW::<kvm_interrupt>(KVMIO, 0x86), VCPU,
         Argument::In(core::mem::size_of::<kvm_interrupt>());
     /// On a vCPU; on /dev/kvm, reads the feature MSRs of
     /// KVM_GET_MSR_FEATURE_INDEX_LIST.
     GetMsrs = KVM_GET_MSRS: _IOWR::<kvm_msrs>(KVMIO, 0x88), SYSTEM_VCPU,
         array::<kvm_msrs, kvm_msr_entry>(true, true);
+    /// Writes MSRs; returns how many were written (api.rst 4.19).
     SetMsrs = KVM_SET_MSRS: _IOW::<kvm_msrs>(KVMIO, 0x89), VCPU,
         array::<kvm_msrs, kvm_msr_entry>(true, false);
+    /// Sets the signals blocked while the vCPU runs (api.rst 4.21).
     SetSignalMask = KVM_SET_SIGNAL_MASK: _IOW::<kvm_signal_mask>(KVMIO, 0x8b), VCPU,
         Argument::SignalMask;
+    /// Reads the x87 and SSE state (api.rst 4.22).
     GetFpu = KVM_GET_FPU: _IOR::<kvm_fpu>(KVMIO, 0x8c), VCPU,
         Argument::Out(core::mem::size_of::<kvm_fpu>());
+    /// Writes the x87 and SSE state (api.rst 4.23).
     SetFpu = KVM_SET_FPU: _IOW::<kvm_fpu>(KVMIO, 0x8d), VCPU,
         Argument::In(core::mem::size_of::<kvm_fpu>());
+    /// Reads the in-kernel local APIC's registers (api.rst 4.57).
     GetLapic = KVM_GET_LAPIC: _IOR::<kvm_lapic_state>(KVMIO, 0x8e), VCPU,
         Argument::Out(core::mem::size_of::<kvm_lapic_state>());
+    /// Writes the in-kernel local APIC's registers (api.rst 4.58).
     SetLapic = KVM_SET_LAPIC: _IOW::<kvm_lapic_state>(KVMIO, 0x8f), VCPU,
         Argument::In(core::mem::size_of::<kvm_lapic_state>());
+    /// Sets the CPUID the guest sees (the successor of KVM_SET_CPUID, api.rst 4.20).
     SetCpuid2 = KVM_SET_CPUID2: _IOW::<kvm_cpuid2>(KVMIO, 0x90), VCPU,
         array::<kvm_cpuid2, kvm_cpuid_entry2>(true, false);
+    /// Reads back the CPUID set with KVM_SET_CPUID2.
     GetCpuid2 = KVM_GET_CPUID2: _IOWR::<kvm_cpuid2>(KVMIO, 0x91), VCPU,
         array::<kvm_cpuid2, kvm_cpuid_entry2>(false, true);
+    /// Reads the vCPU's multiprocessor state (api.rst 4.38).
     GetMpState = KVM_GET_MP_STATE: _IOR::<kvm_mp_state>(KVMIO, 0x98), VCPU,
         Argument::Out(core::mem::size_of::<kvm_mp_state>());
+    /// Sets the vCPU's multiprocessor state (api.rst 4.39).
     SetMpState = KVM_SET_MP_STATE: _IOW::<kvm_mp_state>(KVMIO, 0x99), VCPU,
         Argument::In(core::mem::size_of::<kvm_mp_state>());
+    /// Queues an NMI without an in-kernel irqchip (api.rst 4.64).
     Nmi = KVM_NMI: _IO(KVMIO, 0x9a), VCPU, Argument::Ignored;
+    /// Reads pending exceptions, interrupts, NMIs and SMIs (api.rst 4.31).
     GetVcpuEvents = KVM_GET_VCPU_EVENTS: _IOR::<kvm_vcpu_events>(KVMIO, 0x9f), VCPU,
         Argument::Out(core::mem::size_of::<kvm_vcpu_events>());
+    /// Writes what KVM_GET_VCPU_EVENTS reads (api.rst 4.32).
     SetVcpuEvents = KVM_SET_VCPU_EVENTS: _IOW::<kvm_vcpu_events>(KVMIO, 0xa0), VCPU,
         Argument::In(core::mem::size_of::<kvm_vcpu_events>());
+    /// Reads DR0-3, DR6 and DR7 (api.rst 4.33).
     GetDebugregs = KVM_GET_DEBUGREGS: _IOR::<kvm_debugregs>(KVMIO, 0xa1), VCPU,
         Argument::Out(core::mem::size_of::<kvm_debugregs>());
+    /// Writes DR0-3, DR6 and DR7 (api.rst 4.34).
     SetDebugregs = KVM_SET_DEBUGREGS: _IOW::<kvm_debugregs>(KVMIO, 0xa2), VCPU,
         Argument::In(core::mem::size_of::<kvm_debugregs>());
     /// On VM fds (KVM_CAP_ENABLE_CAP_VM) and vCPU fds (KVM_CAP_ENABLE_CAP).
     EnableCap = KVM_ENABLE_CAP: _IOW::<kvm_enable_cap>(KVMIO, 0xa3), VM_VCPU,
         Argument::In(core::mem::size_of::<kvm_enable_cap>());
+    /// Reads the extended control registers (XCR0; api.rst 4.44).
     GetXcrs = KVM_GET_XCRS: _IOR::<kvm_xcrs>(KVMIO, 0xa6), VCPU,
         Argument::Out(core::mem::size_of::<kvm_xcrs>());
+    /// Writes the extended control registers (XCR0; api.rst 4.45).
     SetXcrs = KVM_SET_XCRS: _IOW::<kvm_xcrs>(KVMIO, 0xa7), VCPU,
         Argument::In(core::mem::size_of::<kvm_xcrs>());
     /// Tells the guest's kvmclock that the VM was paused.
@@ -386,6 +441,7 @@ kvm_ioctls! {
 /// A command recognised on the file it arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// Which ioctl the command is.
     pub ioctl: Ioctl,
     /// How to treat `arg` (copy sizes, directions).
     pub argument: Argument,

@@ -26,45 +26,79 @@ pub const KVM_RUN_SIZE: usize = 2352;
 
 // Offsets of the fields of `struct kvm_run` (`tests/kvm_uapi_header.rs`
 // checks each against `offsetof`).
+/// Offset of `request_interrupt_window` (u8, in): exit once an interrupt can be injected.
 pub const REQUEST_INTERRUPT_WINDOW: usize = 0;
+/// Offset of `immediate_exit` (u8, in): return EINTR at once instead of running.
 pub const IMMEDIATE_EXIT: usize = 1;
+/// Offset of `exit_reason` (u32, out): `KVM_EXIT_*`.
 pub const EXIT_REASON: usize = 8;
+/// Offset of `ready_for_interrupt_injection` (u8, out): KVM_INTERRUPT would be taken now.
 pub const READY_FOR_INTERRUPT_INJECTION: usize = 12;
+/// Offset of `if_flag` (u8, out): the guest's RFLAGS.IF.
 pub const IF_FLAG: usize = 13;
+/// Offset of `flags` (u16, out): `KVM_RUN_X86_*`.
 pub const FLAGS: usize = 14;
+/// Offset of `cr8` (u64, in and out): the task priority.
 pub const CR8: usize = 16;
+/// Offset of `apic_base` (u64, out): the IA32_APIC_BASE MSR.
 pub const APIC_BASE: usize = 24;
 /// The start of the exit union, 256 bytes.
 pub const EXIT_UNION: usize = 32;
+/// The size of the exit union in bytes.
 pub const EXIT_UNION_SIZE: usize = 256;
+/// Offset of `hw.hardware_exit_reason` (u64) of KVM_EXIT_UNKNOWN.
 pub const HW_HARDWARE_EXIT_REASON: usize = 32;
+/// Offset of `fail_entry.hardware_entry_failure_reason` (u64).
 pub const FAIL_ENTRY_HARDWARE_ENTRY_FAILURE_REASON: usize = 32;
+/// Offset of `fail_entry.cpu` (u32).
 pub const FAIL_ENTRY_CPU: usize = 40;
+/// Offset of `ex.exception` (u32): the vector of KVM_EXIT_EXCEPTION.
 pub const EX_EXCEPTION: usize = 32;
+/// Offset of `ex.error_code` (u32).
 pub const EX_ERROR_CODE: usize = 36;
+/// Offset of `io.direction` (u8): `KVM_EXIT_IO_IN` or `KVM_EXIT_IO_OUT`.
 pub const IO_DIRECTION: usize = 32;
+/// Offset of `io.size` (u8): bytes per access.
 pub const IO_SIZE: usize = 33;
+/// Offset of `io.port` (u16).
 pub const IO_PORT: usize = 34;
+/// Offset of `io.count` (u32): the number of accesses.
 pub const IO_COUNT: usize = 36;
+/// Offset of `io.data_offset` (u64): where the data are, from the start of the mmap.
 pub const IO_DATA_OFFSET: usize = 40;
+/// Offset of `mmio.phys_addr` (u64).
 pub const MMIO_PHYS_ADDR: usize = 32;
+/// Offset of `mmio.data` (8 bytes): written bytes, or where userspace puts read data.
 pub const MMIO_DATA: usize = 40;
+/// Offset of `mmio.len` (u32): the access size in bytes.
 pub const MMIO_LEN: usize = 48;
+/// Offset of `mmio.is_write` (u8).
 pub const MMIO_IS_WRITE: usize = 52;
+/// Offset of `internal.suberror` (u32): `KVM_INTERNAL_ERROR_*`.
 pub const INTERNAL_SUBERROR: usize = 32;
+/// Offset of `internal.ndata` (u32): the valid words of `internal.data`.
 pub const INTERNAL_NDATA: usize = 36;
+/// Offset of `internal.data` (16 u64s).
 pub const INTERNAL_DATA: usize = 40;
 /// The words of `internal.data` and `system_event.data`.
 pub const EXIT_DATA_WORDS: usize = 16;
+/// Offset of `emulation_failure.flags` (u64), over `internal.data[0]`.
 pub const EMULATION_FAILURE_FLAGS: usize = 40;
+/// Offset of `emulation_failure.insn_size` (u8).
 pub const EMULATION_FAILURE_INSN_SIZE: usize = 48;
+/// Offset of `emulation_failure.insn_bytes` (15 bytes).
 pub const EMULATION_FAILURE_INSN_BYTES: usize = 49;
 /// The room for instruction bytes in an emulation failure exit.
 pub const EMULATION_FAILURE_INSN_MAX: usize = 15;
+/// Offset of `system_event.type` (u32): `KVM_SYSTEM_EVENT_*`.
 pub const SYSTEM_EVENT_TYPE: usize = 32;
+/// Offset of `system_event.ndata` (u32): the valid words of `system_event.data`.
 pub const SYSTEM_EVENT_NDATA: usize = 36;
+/// Offset of `system_event.data` (16 u64s).
 pub const SYSTEM_EVENT_DATA: usize = 40;
+/// Offset of `kvm_valid_regs` (u64, out): `KVM_SYNC_X86_*` bits KVM filled in `s`.
 pub const KVM_VALID_REGS: usize = 288;
+/// `kvm_dirty_regs` (u64, in): `KVM_SYNC_X86_*` bits userspace changed in `s`.
 pub const KVM_DIRTY_REGS: usize = 296;
 /// The start of the `s` union holding [`kvm_sync_regs`].
 pub const SYNC_REGS: usize = 304;
@@ -175,18 +209,26 @@ pub enum Exit<'a> {
     /// the `size * count` bytes written; for `In` it is ignored and the
     /// data page is zeroed, as KVM does.
     Io {
+        /// In or out.
         direction: IoDirection,
+        /// The access size in bytes.
         size: u8,
+        /// The port.
         port: u16,
+        /// The number of accesses (more than 1 for REP INS/OUTS).
         count: u32,
+        /// The bytes written (`Out` only).
         data: &'a [u8],
     },
     /// KVM_EXIT_MMIO: an access of `len` (1 to 8) bytes; `write` holds the
     /// bytes of a write, `None` for a read (completed with
     /// [`read_mmio_completion`]).
     Mmio {
+        /// The guest physical address accessed.
         phys_addr: u64,
+        /// The access size in bytes.
         len: u32,
+        /// The bytes of a write; `None` for a read.
         write: Option<&'a [u8]>,
     },
     /// KVM_EXIT_HLT: the guest halted without an in-kernel local APIC.
@@ -202,25 +244,42 @@ pub enum Exit<'a> {
     /// KVM_EXIT_FAIL_ENTRY: VMRUN failed; on SVM the reason is the exit
     /// code (`SVM_EXIT_ERR`) and `cpu` the CPU of the attempt.
     FailEntry {
+        /// The hardware's reason (the SVM exit code).
         hardware_entry_failure_reason: u64,
+        /// The CPU the entry was attempted on.
         cpu: u32,
     },
     /// KVM_EXIT_INTERNAL_ERROR with any sub-code except EMULATION, and at
     /// most 16 words of data (`ndata` is their number).
-    InternalError { suberror: u32, data: &'a [u64] },
+    InternalError {
+        /// `KVM_INTERNAL_ERROR_*`.
+        suberror: u32,
+        /// The words of `internal.data`.
+        data: &'a [u64],
+    },
     /// KVM_EXIT_INTERNAL_ERROR / KVM_INTERNAL_ERROR_EMULATION, laid out as
     /// `prepare_emulation_failure_exit` does: `flags` as data word 0, then
     /// with `insn` (at most 15 bytes, padded with NOPs, 0x90) its size and
     /// bytes as words 1-2, then `data`.
     EmulationFailure {
+        /// The bytes of the instruction that failed, if they were read.
         insn: Option<&'a [u8]>,
+        /// Further words after the flags and instruction.
         data: &'a [u64],
     },
     /// KVM_EXIT_SYSTEM_EVENT of `type_` (`KVM_SYSTEM_EVENT_*`) with at most
     /// 16 words of data.
-    SystemEvent { type_: u32, data: &'a [u64] },
+    SystemEvent {
+        /// `KVM_SYSTEM_EVENT_*`.
+        type_: u32,
+        /// The words of `system_event.data`.
+        data: &'a [u64],
+    },
     /// KVM_EXIT_UNKNOWN with the hardware's exit reason.
-    Unknown { hardware_exit_reason: u64 },
+    Unknown {
+        /// The hardware's exit code.
+        hardware_exit_reason: u64,
+    },
 }
 
 impl Exit<'_> {

@@ -14,6 +14,7 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `bytes`.
     pub fn new(bytes: &'a [u8]) -> Self {
         Self { bytes, position: 0 }
     }
@@ -39,6 +40,7 @@ pub struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
+    /// A writer at the start of `bytes`.
     pub fn new(bytes: &'a mut [u8]) -> Self {
         Self { bytes, position: 0 }
     }
@@ -69,7 +71,9 @@ pub trait Wire: Copy {
     /// The all-zero value, as KVM's `kzalloc` / `memset(0)` gives.
     const ZERO: Self;
 
+    /// Reads `SIZE` bytes at the reader's cursor, or `None` if the buffer ends first.
     fn read(reader: &mut Reader<'_>) -> Option<Self>;
+    /// Writes `SIZE` bytes at the writer's cursor, or `None` if they do not fit.
     fn write(&self, writer: &mut Writer<'_>) -> Option<()>;
 
     /// Decodes the first `SIZE` bytes of `bytes` (more may follow, e.g. the
