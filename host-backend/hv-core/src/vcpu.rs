@@ -110,7 +110,7 @@ use crate::x86::decode::{
 };
 use crate::x86::emulate::{
     self, Context, EmulateError, Exception, MmioRequest, MmioResult, Outcome, Pending, Registers,
-    SegmentCache, RFLAGS_DF,
+    RFLAGS_DF,
 };
 
 /// `KVM_ENOSYS` and `KVM_EPERM` of `include/uapi/linux/kvm_para.h`: the
@@ -148,11 +148,15 @@ pub enum Backing {
     /// No memslot: MMIO, handled by userspace.
     Unbacked,
     /// A memslot page (read-only with `KVM_MEM_READONLY`).
-    Ram { writable: bool },
+    Ram {
+        /// The guest may write the page (no `KVM_MEM_READONLY`).
+        writable: bool,
+    },
 }
 
 /// The memslots as the exit handler needs them.
 pub trait MemoryMap {
+    /// What backs the page of `gpa`.
     fn backing(&self, gpa: u64) -> Backing;
 }
 
@@ -161,6 +165,7 @@ pub trait MemoryMap {
 /// side of a string instruction (MOVS between RAM and MMIO, INS).
 /// `write_bytes` never crosses a page.
 pub trait GuestRam: PageTableWrite {
+    /// Writes `bytes` at `gpa`, all within one page.
     fn write_bytes(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError>;
 }
 
@@ -180,7 +185,12 @@ pub enum Step {
     Resume,
     /// Pin the memslot page of `gpa`, map it in the nested page tables
     /// (writable if `write`), and enter the guest again.
-    MapPage { gpa: u64, write: bool },
+    MapPage {
+        /// The guest physical address that faulted.
+        gpa: u64,
+        /// The access was a write: map the page writable.
+        write: bool,
+    },
     /// Describe the exit in `kvm_run` ([`write_user_exit`]) and return
     /// from `KVM_RUN`.
     ToUser(UserExit),
@@ -194,6 +204,7 @@ pub struct ExitWords {
 }
 
 impl ExitWords {
+    /// The first 16 words of `words` (the rest are dropped).
     pub fn from_slice(words: &[u64]) -> Self {
         let mut result = Self::default();
         for (slot, word) in result.words.iter_mut().zip(words) {
@@ -203,6 +214,7 @@ impl ExitWords {
         result
     }
 
+    /// The words held.
     pub fn as_slice(&self) -> &[u64] {
         self.words.get(..usize::from(self.len)).unwrap_or(&[])
     }
@@ -216,6 +228,7 @@ pub struct InstructionBytes {
 }
 
 impl InstructionBytes {
+    /// The bytes held.
     pub fn as_slice(&self) -> &[u8] {
         self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
     }
@@ -228,32 +241,50 @@ pub enum UserExit {
     /// `KVM_EXIT_IO`; for `Out`, the `size * count` bytes are in
     /// [`VcpuState::pio_data`].
     Io {
+        /// In or out.
         direction: RunIoDirection,
+        /// Bytes per access: 1, 2 or 4.
         size: u8,
+        /// The port.
         port: u16,
+        /// The number of accesses (more than 1 for a REP INS/OUTS).
         count: u32,
     },
     /// `KVM_EXIT_MMIO` of `len` bytes; `write` holds a write's data.
     Mmio {
+        /// The guest physical address accessed.
         gpa: u64,
+        /// The access size in bytes (1 to 8).
         len: u8,
+        /// The bytes of a write (the first `len` count); `None` for a read.
         write: Option<[u8; 8]>,
     },
+    /// `KVM_EXIT_HLT`: the guest halted.
     Hlt,
+    /// `KVM_EXIT_SHUTDOWN`: the guest triple-faulted.
     Shutdown,
+    /// `KVM_EXIT_IRQ_WINDOW_OPEN`: the interrupt userspace asked a window for can be injected.
     IrqWindowOpen,
+    /// `KVM_EXIT_FAIL_ENTRY`: VMRUN refused the VMCB.
     FailEntry {
+        /// The exit code VMRUN returned (`SVM_EXIT_ERR`).
         hardware_entry_failure_reason: u64,
+        /// The CPU of the attempt.
         cpu: u32,
     },
+    /// `KVM_EXIT_INTERNAL_ERROR` with a sub-code other than EMULATION.
     InternalError {
+        /// `KVM_INTERNAL_ERROR_*`.
         suberror: u32,
+        /// The words of `internal.data`.
         data: ExitWords,
     },
     /// `KVM_INTERNAL_ERROR_EMULATION` with the instruction bytes fetched
     /// (`None` if none could be) and KVM's exit-information words.
     EmulationFailure {
+        /// The bytes at RIP, if any could be fetched.
         instruction: Option<InstructionBytes>,
+        /// The exit-information words after the flags and instruction.
         data: ExitWords,
     },
 }
@@ -322,7 +353,9 @@ macro_rules! counted {
         pub enum $name { $($(#[$variant_meta])* $variant,)* }
 
         impl $name {
+            /// Every variant, in declaration (and debugfs) order.
             pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            /// The number of variants: the length of a counter array.
             pub const COUNT: usize = Self::ALL.len();
             /// The name in the debugfs file.
             pub const fn name(self) -> &'static str {
@@ -335,42 +368,75 @@ macro_rules! counted {
 counted! {
     /// Exits by vendor-neutral reason.
     ExitReason {
+        /// CPUID.
         Cpuid => "cpuid",
+        /// RDMSR.
         Rdmsr => "rdmsr",
+        /// WRMSR.
         Wrmsr => "wrmsr",
+        /// Port I/O (IN, OUT, INS, OUTS).
         Io => "io",
+        /// Nested page faults.
         Npf => "npf",
+        /// HLT.
         Hlt => "hlt",
+        /// VMMCALL.
         Hypercall => "hypercall",
+        /// A host interrupt arrived while the guest ran.
         ExternalInterrupt => "intr",
+        /// A host NMI arrived.
         Nmi => "nmi",
+        /// A host SMI arrived.
         Smi => "smi",
+        /// An INIT signal.
         Init => "init",
+        /// The guest became able to take an interrupt (VINTR).
         InterruptWindow => "interrupt_window",
+        /// IRET (the NMI window).
         Iret => "iret",
+        /// The guest shut down (triple fault).
         Shutdown => "shutdown",
+        /// An intercepted exception.
         Exception => "exception",
+        /// A CR access.
         ControlRegister => "cr",
+        /// A DR access.
         DebugRegister => "dr",
+        /// INVLPG.
         Invlpg => "invlpg",
+        /// RDTSC.
         Rdtsc => "rdtsc",
+        /// RDTSCP.
         Rdtscp => "rdtscp",
+        /// RDPMC.
         Rdpmc => "rdpmc",
+        /// PAUSE (pause filter).
         Pause => "pause",
+        /// INVD.
         Invd => "invd",
+        /// WBINVD.
         Wbinvd => "wbinvd",
+        /// MONITOR.
         Monitor => "monitor",
+        /// MWAIT.
         Mwait => "mwait",
+        /// XSETBV.
         Xsetbv => "xsetbv",
+        /// A hardware task switch.
         TaskSwitch => "task_switch",
+        /// VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT or INVLPGA.
         VirtualizationInstruction => "svm_instruction",
+        /// VMRUN failed: the VMCB state was invalid.
         Invalid => "invalid",
+        /// A known exit code that was not intercepted.
         Unexpected => "unexpected",
+        /// An exit code the decoder does not know.
         Unknown => "unknown",
     }
 }
 
 impl ExitReason {
+    /// The counter an exit is counted under.
     pub fn of(exit: &Exit) -> Self {
         match exit {
             Exit::Cpuid => Self::Cpuid,
@@ -413,19 +479,29 @@ counted! {
     /// Port I/O exits by the device a PC has at the port (pvrs-vmm's
     /// `layout.rs` for the ACPI PM block).
     PortClass {
+        /// The 8259 PICs and their ELCR.
         Pic => "pic",
+        /// The 8254 PIT and port 0x61.
         Pit => "pit",
+        /// The keyboard controller.
         I8042 => "i8042",
+        /// The CMOS RTC.
         Rtc => "rtc",
+        /// The POST code port 0x80 (also the I/O delay).
         PostCode => "post_code",
+        /// The four COM ports.
         Serial => "serial",
+        /// PCI configuration mechanism 1.
         PciConfig => "pci_config",
+        /// The ACPI PM block.
         AcpiPm => "acpi_pm",
+        /// Any other port.
         Other => "other",
     }
 }
 
 impl PortClass {
+    /// The device a PC has at `port`.
     pub fn of(port: u16) -> Self {
         match port {
             0x20..=0x21 | 0xa0..=0xa1 | 0x4d0..=0x4d1 => Self::Pic,
@@ -472,8 +548,11 @@ counted! {
 counted! {
     /// Guest (or userspace) inputs that were refused.
     Rejection {
+        /// An access to an MSR that is not emulated.
         UnknownMsr => "unknown_msr",
+        /// A WRMSR value the MSR refuses.
         InvalidMsrValue => "invalid_msr_value",
+        /// A hypercall from CPL > 0.
         PrivilegedHypercall => "hypercall_from_user_mode",
         /// EXITINTINFO held something that cannot be injected again.
         UninjectableEvent => "uninjectable_event",
@@ -495,26 +574,37 @@ counted! {
 /// Per-vCPU statistics, for a debugfs file.  Every counter wraps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitCounters {
+    /// Exits by [`ExitReason`].
     pub exits: [u64; ExitReason::COUNT],
+    /// Port I/O exits by [`PortClass`].
     pub ports: [u64; PortClass::COUNT],
+    /// Emulation failures by [`EmulationFailureKind`].
     pub emulation_failures: [u64; EmulationFailureKind::COUNT],
+    /// Refused inputs by [`Rejection`].
     pub rejected: [u64; Rejection::COUNT],
-    /// MMIO reads and writes that went to userspace.
+    /// MMIO reads that went to userspace.
     pub mmio_reads: u64,
+    /// MMIO writes that went to userspace.
     pub mmio_writes: u64,
     /// Emulated instructions finished in the kernel (RAM operands).
     pub mmio_in_kernel: u64,
     /// Port I/O exits that were INS/OUTS.
     pub string_io: u64,
+    /// Nested page faults answered with [`Step::MapPage`].
     pub map_page: u64,
+    /// Hypercalls answered (all with an error).
     pub hypercalls: u64,
+    /// Exceptions injected into the guest.
     pub exceptions_injected: u64,
+    /// Events that EXITINTINFO showed interrupted and that were injected again.
     pub events_reinjected: u64,
-    /// Fixed-length intercepts whose length the bytes at RIP confirmed,
-    /// corrected (a prefix) or could not check.
+    /// Fixed-length intercepts whose length the bytes at RIP confirmed.
     pub lengths_verified: u64,
+    /// Fixed-length intercepts whose length the bytes at RIP corrected (a prefix).
     pub lengths_corrected: u64,
+    /// Fixed-length intercepts whose length could not be checked.
     pub lengths_unverified: u64,
+    /// Interrupt-window exits handed to userspace.
     pub irq_window_exits: u64,
 }
 
@@ -529,6 +619,7 @@ fn bump_at(counters: &mut [u64], index: usize) {
 }
 
 impl ExitCounters {
+    /// Every counter at 0.
     pub const ZERO: Self = Self {
         exits: [0; ExitReason::COUNT],
         ports: [0; PortClass::COUNT],
@@ -548,14 +639,17 @@ impl ExitCounters {
         irq_window_exits: 0,
     };
 
+    /// The exits counted under `reason`.
     pub fn exit(&self, reason: ExitReason) -> u64 {
         self.exits.get(reason as usize).copied().unwrap_or(0)
     }
 
+    /// The port I/O exits to ports of `class`.
     pub fn port(&self, class: PortClass) -> u64 {
         self.ports.get(class as usize).copied().unwrap_or(0)
     }
 
+    /// The emulation failures of `kind`.
     pub fn emulation_failure(&self, kind: EmulationFailureKind) -> u64 {
         self.emulation_failures
             .get(kind as usize)
@@ -563,6 +657,7 @@ impl ExitCounters {
             .unwrap_or(0)
     }
 
+    /// How often `rejection` happened.
     pub fn rejection(&self, rejection: Rejection) -> u64 {
         self.rejected.get(rejection as usize).copied().unwrap_or(0)
     }
@@ -745,6 +840,7 @@ impl Default for VcpuState {
 }
 
 impl VcpuState {
+    /// A vCPU at reset: no CPUID entries, reset MSRs, no pending completion.
     pub const fn new() -> Self {
         Self {
             cpuid: CpuidTable::new(),
@@ -776,6 +872,7 @@ impl VcpuState {
         Ok(())
     }
 
+    /// The CPUID table set with KVM_SET_CPUID2.
     pub fn cpuid(&self) -> &GuestCpuid {
         &self.cpuid
     }
@@ -789,6 +886,7 @@ impl VcpuState {
         }
     }
 
+    /// The exit statistics.
     pub fn counters(&self) -> &ExitCounters {
         &self.counters
     }
@@ -1054,29 +1152,10 @@ fn address_mask(address_size: u8) -> u64 {
     truncate(u64::MAX, address_size)
 }
 
-fn segment_cache(vcpu: &impl VendorVcpu, register: SegmentRegister) -> SegmentCache {
-    let segment = vcpu.segment(register);
-    SegmentCache {
-        base: segment.base,
-        limit: segment.limit,
-    }
-}
-
-fn context_segment(context: &Context, segment: Segment) -> SegmentCache {
-    match segment {
-        Segment::Es => context.es,
-        Segment::Cs => context.cs,
-        Segment::Ss => context.ss,
-        Segment::Ds => context.ds,
-        Segment::Fs => context.fs,
-        Segment::Gs => context.gs,
-    }
-}
-
 /// The linear address of `offset` in `segment` (in 64-bit mode only FS
 /// and GS have a base; elsewhere linear addresses wrap at 4 GiB).
 fn linear_address(context: &Context, segment: Segment, offset: u64) -> u64 {
-    let base = context_segment(context, segment).base;
+    let base = context.segment(segment).base;
     match (context.code_size, segment) {
         (CodeSize::Bits64, Segment::Fs | Segment::Gs) => base.wrapping_add(offset),
         (CodeSize::Bits64, _) => offset,
@@ -1170,7 +1249,8 @@ fn fetch_instruction<G: GuestMemory + ?Sized>(
         bytes.len = fetched as u8;
         match decode(bytes.as_slice(), context.code_size) {
             Ok(instruction) => return Ok(Fetched { instruction, bytes }),
-            Err(DecodeError::NeedMoreBytes) => continue,
+            // Fetch what the next page holds of the instruction.
+            Err(DecodeError::NeedMoreBytes) => {}
             Err(_) => {
                 return Err(FetchFailure::Failed(EmulationFailureKind::Decode, bytes));
             }
@@ -1466,12 +1546,12 @@ where
             cpl: vcpu.cpl(),
             paging,
             features: self.state.model.paging,
-            es: segment_cache(vcpu, SegmentRegister::Es),
-            cs: segment_cache(vcpu, SegmentRegister::Cs),
-            ss: segment_cache(vcpu, SegmentRegister::Ss),
-            ds: segment_cache(vcpu, SegmentRegister::Ds),
-            fs: segment_cache(vcpu, SegmentRegister::Fs),
-            gs: segment_cache(vcpu, SegmentRegister::Gs),
+            es: vcpu.segment(SegmentRegister::Es).into(),
+            cs: vcpu.segment(SegmentRegister::Cs).into(),
+            ss: vcpu.segment(SegmentRegister::Ss).into(),
+            ds: vcpu.segment(SegmentRegister::Ds).into(),
+            fs: vcpu.segment(SegmentRegister::Fs).into(),
+            gs: vcpu.segment(SegmentRegister::Gs).into(),
         })
     }
 
@@ -1701,7 +1781,7 @@ where
             in_page.min(in_offsets)
         };
         if context.code_size != CodeSize::Bits64 {
-            let limit = u64::from(context_segment(&context, segment).limit);
+            let limit = u64::from(context.segment(segment).limit);
             // Expand-up limits bound the top: forwards every element,
             // backwards only the first.
             let first_end = offset.wrapping_add(size - 1);
