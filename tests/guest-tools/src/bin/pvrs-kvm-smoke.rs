@@ -6,10 +6,15 @@
 //! whose data the guest then outputs, and HLT ends the run with
 //! KVM_EXIT_HLT, with the registers where the code left them.
 //!
-//! `pvrs-kvm-smoke [DEVICE]` (default /dev/kvm). Prints `key=value` lines
-//! and `SMOKE: ok` (exit 0) or `SMOKE: FAILED ...` (exit 1). It drives
-//! /dev/pvrs (pvrs-kvm) and /dev/kvm (kvm_amd) alike, so the nested
-//! tests run it on both in one L1.
+//! `pvrs-kvm-smoke [DEVICE] [--bench N]` (default /dev/kvm). Prints
+//! `key=value` lines and `SMOKE: ok` (exit 0) or `SMOKE: FAILED ...`
+//! (exit 1). It drives /dev/pvrs (pvrs-kvm) and /dev/kvm (kvm_amd) alike,
+//! so the nested tests run it on both in one L1.
+//!
+//! With `--bench N` it then times two loops of N round trips in a fresh
+//! vCPU of the same VM: `out` to port 0x80, each a KVM_EXIT_IO to this
+//! program and back (`ns_per_pio_exit`), and `cpuid`, each handled in the
+//! kernel without leaving KVM_RUN (`ns_per_cpuid_exit`).
 
 use std::ffi::CString;
 
@@ -224,4 +229,90 @@ fn main() {
         fail(&format!("want output=PVIM rbx=0x1234 rip={want_rip:#x}"));
     }
     println!("SMOKE: ok");
+
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--bench") {
+        let n: u32 = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        bench(vm, mem as *mut u8, mmap_size, n);
+    }
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid output location.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A 16-bit loop of `n` iterations of `body`, counted in ESI (CPUID
+/// overwrites ECX): `mov dx, 0x80; mov esi, n; body; dec esi; jnz body;
+/// hlt` (66 BE imm32, 66 4E, 75 rel8 in 16-bit code).
+fn loop_code(body: &[u8], n: u32) -> Vec<u8> {
+    let mut c = vec![0xba, 0x80, 0x00, 0x66, 0xbe];
+    c.extend_from_slice(&n.to_le_bytes());
+    c.extend_from_slice(body);
+    let back = -(body.len() as i8) - 4;
+    c.extend_from_slice(&[0x66, 0x4e, 0x75, back as u8, 0xf4]);
+    c
+}
+
+fn bench(vm: i32, mem: *mut u8, mmap_size: usize, n: u32) {
+    const BENCH_CODE: usize = 0x3000;
+    for (name, body) in [
+        ("pio", &[0xee][..]),
+        ("cpuid", &[0x66, 0x31, 0xc0, 0x0f, 0xa2][..]),
+    ] {
+        let code = loop_code(body, n);
+        // SAFETY: The guest memory is ours, MEM_SIZE bytes, and the code
+        // fits at BENCH_CODE; no vCPU runs while we write it.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), mem.add(BENCH_CODE), code.len()) };
+        let id = if name == "pio" { 1 } else { 2 };
+        let vcpu = checked("KVM_CREATE_VCPU", ioctl(vm, KVM_CREATE_VCPU, id)) as i32;
+        // SAFETY: As for the first vCPU's run pages.
+        let run_map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mmap_size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                vcpu,
+                0,
+            )
+        };
+        if run_map == libc::MAP_FAILED {
+            fail("mmap bench vcpu");
+        }
+        // SAFETY: The mapping is `mmap_size` bytes and stays mapped.
+        let run_page = unsafe { std::slice::from_raw_parts(run_map as *const u8, mmap_size) };
+        let mut sregs: kvm_sregs = get(vcpu, KVM_GET_SREGS, "KVM_GET_SREGS");
+        sregs.cs.base = 0;
+        sregs.cs.selector = 0;
+        set(vcpu, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
+        let mut regs: kvm_regs = get(vcpu, KVM_GET_REGS, "KVM_GET_REGS");
+        regs.rip = BENCH_CODE as u64;
+        regs.rflags = 0x2;
+        set(vcpu, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+        let (mut runs, start) = (0u64, now_ns());
+        loop {
+            checked("KVM_RUN", ioctl(vcpu, KVM_RUN, 0));
+            runs += 1;
+            let reason = u32::from_le_bytes(run_page[run::EXIT_REASON..][..4].try_into().unwrap());
+            match reason {
+                KVM_EXIT_IO => {}
+                KVM_EXIT_HLT => break,
+                other => fail(&format!("bench {name}: exit reason {other}")),
+            }
+        }
+        let ns = now_ns() - start;
+        println!(
+            "bench={name} iterations={n} kvm_runs={runs} ns_per_{name}_exit={}",
+            ns / u64::from(n)
+        );
+    }
 }
