@@ -67,9 +67,10 @@ check-nested-smp: guest guest-tools l0-qemu
 demo: guest guest-tools l0-qemu
 	tests/demo
 
-# Benchmarks against their C counterparts (and pvrs-vmm against QEMU);
-# results in build/bench/. BENCH=NAME... runs only those (pvcore, balloon,
-# vmm, blk, net; tests/bench lists them).
+# Benchmarks against their C counterparts (pvrs-vmm against QEMU, the
+# pvrs_kvm module against kvm_amd); results in build/bench/. BENCH=NAME...
+# runs only those (pvcore, balloon, vmm, hv, blk, net; tests/bench lists
+# them).
 bench: guest guest-tools vmm virtio-guest l0-qemu
 	tests/bench $(BENCH)
 

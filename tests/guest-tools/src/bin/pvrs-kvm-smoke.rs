@@ -11,10 +11,17 @@
 //! (exit 1). It drives /dev/pvrs (pvrs-kvm) and /dev/kvm (kvm_amd) alike,
 //! so the nested tests run it on both in one L1.
 //!
-//! With `--bench N` it then times two loops of N round trips in a fresh
-//! vCPU of the same VM: `out` to port 0x80, each a KVM_EXIT_IO to this
-//! program and back (`ns_per_pio_exit`), and `cpuid`, each handled in the
-//! kernel without leaving KVM_RUN (`ns_per_cpuid_exit`).
+//! With `--bench N` it then times four loops of N round trips, each in a
+//! fresh vCPU of the same VM, and prints one line per loop
+//! (`bench=NAME iterations=N kvm_runs=R ns_per_NAME_exit=X`):
+//! - `pio`: `out` to port 0x80, each a KVM_EXIT_IO to this program and back;
+//! - `cpuid`: handled in the kernel without leaving KVM_RUN;
+//! - `mmio`: a one-byte read of an address outside every memslot, each a
+//!   KVM_EXIT_MMIO that this program completes (the value is checked);
+//! - `vmmcall`: a hypercall with a number no host assigns, which both
+//!   pvrs-kvm (hv-core's `vcpu.rs`) and KVM (`__kvm_emulate_hypercall`)
+//!   answer in the kernel with -KVM_ENOSYS in RAX (checked at the end);
+//!   on an Intel host the loop uses VMCALL instead and is named `vmcall`.
 
 use std::ffi::CString;
 
@@ -27,6 +34,7 @@ use hv_core::kvm_api::ioctl::{
 use hv_core::kvm_api::layout::{kvm_regs, kvm_sregs, kvm_userspace_memory_region};
 use hv_core::kvm_api::run;
 use hv_core::kvm_api::wire::Wire;
+use pvrs_abi::hypercall::{hypercall_error_value, KVM_ENOSYS, KVM_HC_MAP_GPA_RANGE};
 
 /// Guest memory: 64 KiB at GPA 0; the code at 0x1000.
 const MEM_SIZE: usize = 0x1_0000;
@@ -36,6 +44,12 @@ const MMIO_ADDR: u16 = 0xf000;
 const MMIO_SEGMENT: u16 = 0x1000; // 0x1000:0xf000 = GPA 0x1f000
 const MMIO_VALUE: u8 = b'M';
 const IN_VALUE: u8 = b'I';
+/// The hypercall number of the `vmmcall` loop: unassigned (KVM allocates
+/// numbers upwards from 1), the same one the pvcore benchmark's
+/// `unknown_hypercall` uses, so that both backends take their cheapest
+/// in-kernel path and the loop measures the exit itself.
+const UNASSIGNED_HYPERCALL: u32 = 0x7fff_0000;
+const _: () = assert!(UNASSIGNED_HYPERCALL > KVM_HC_MAP_GPA_RANGE);
 
 /// The guest, 16-bit real mode:
 ///   mov dx, 0x3f8
@@ -262,17 +276,68 @@ fn loop_code(body: &[u8], n: u32) -> Vec<u8> {
     c
 }
 
+/// What a bench loop's guest must have left in its registers, so that a
+/// backend that skipped the work (or did other work) does not pass as fast.
+enum Expect {
+    Nothing,
+    /// RAX & 0xffff_ffff: a hypercall's result seen by 16-bit code.
+    Eax(u32),
+    /// AL: the byte this program supplied for the last MMIO read.
+    Al(u8),
+}
+
+/// The hypercall instruction of this CPU, by name and bytes: VMMCALL on
+/// AMD and Hygon (SVM), VMCALL elsewhere (VMX). The other one is #UD in
+/// hardware, which KVM would emulate and a plain KVM-API backend need not
+/// (the guest then runs off into an empty IVT), and which would not time
+/// the bare hypercall exit anyway.
+fn hypercall_instruction() -> (&'static str, [u8; 3]) {
+    let r = std::arch::x86_64::__cpuid(0);
+    let mut vendor = [0u8; 12];
+    vendor[0..4].copy_from_slice(&r.ebx.to_le_bytes());
+    vendor[4..8].copy_from_slice(&r.edx.to_le_bytes());
+    vendor[8..12].copy_from_slice(&r.ecx.to_le_bytes());
+    match &vendor {
+        b"AuthenticAMD" | b"HygonGenuine" => ("vmmcall", [0x0f, 0x01, 0xd9]),
+        _ => ("vmcall", [0x0f, 0x01, 0xc1]),
+    }
+}
+
 fn bench(vm: i32, mem: *mut u8, mmap_size: usize, n: u32) {
     const BENCH_CODE: usize = 0x3000;
-    for (name, body) in [
-        ("pio", &[0xee][..]),
-        ("cpuid", &[0x66, 0x31, 0xc0, 0x0f, 0xa2][..]),
-    ] {
-        let code = loop_code(body, n);
+    let [h0, h1, h2, h3] = UNASSIGNED_HYPERCALL.to_le_bytes();
+    let (hypercall, [i0, i1, i2]) = hypercall_instruction();
+    let [a0, a1] = MMIO_ADDR.to_le_bytes();
+    // The hypercall result is 32 bits outside 64-bit mode (KVM and hv-core
+    // both truncate it).
+    let enosys = hypercall_error_value(KVM_ENOSYS) as u32;
+    let loops: [(&str, Vec<u8>, Expect); 4] = [
+        // out dx, al (DX = 0x80 from loop_code)
+        ("pio", vec![0xee], Expect::Nothing),
+        // xor eax, eax; cpuid
+        ("cpuid", vec![0x66, 0x31, 0xc0, 0x0f, 0xa2], Expect::Nothing),
+        // mov al, [MMIO_ADDR] with DS = MMIO_SEGMENT (set through SREGS
+        // below, so that the loop body is the access alone)
+        ("mmio", vec![0xa0, a0, a1], Expect::Al(MMIO_VALUE)),
+        // mov eax, UNASSIGNED_HYPERCALL; vmmcall (RAX is reloaded every
+        // time: the previous call left -KVM_ENOSYS in it). Last: the
+        // software /dev/kvm of some development machines never returns
+        // from KVM_RUN on a VMCALL, and the other loops still report there.
+        (
+            hypercall,
+            vec![0x66, 0xb8, h0, h1, h2, h3, i0, i1, i2],
+            Expect::Eax(enosys),
+        ),
+    ];
+    let mmio_gpa = (u64::from(MMIO_SEGMENT) << 4) + u64::from(MMIO_ADDR);
+    for (index, (name, body, expect)) in loops.into_iter().enumerate() {
+        let code = loop_code(&body, n);
         // SAFETY: The guest memory is ours, MEM_SIZE bytes, and the code
         // fits at BENCH_CODE; no vCPU runs while we write it.
         unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), mem.add(BENCH_CODE), code.len()) };
-        let id = if name == "pio" { 1 } else { 2 };
+        // vCPU 0 ran the smoke test; each loop gets its own, so that none
+        // inherits another's state (pending completions, registers).
+        let id = index as u64 + 1;
         let vcpu = checked("KVM_CREATE_VCPU", ioctl(vm, KVM_CREATE_VCPU, id)) as i32;
         // SAFETY: As for the first vCPU's run pages.
         let run_map = unsafe {
@@ -288,11 +353,14 @@ fn bench(vm: i32, mem: *mut u8, mmap_size: usize, n: u32) {
         if run_map == libc::MAP_FAILED {
             fail("mmap bench vcpu");
         }
-        // SAFETY: The mapping is `mmap_size` bytes and stays mapped.
-        let run_page = unsafe { std::slice::from_raw_parts(run_map as *const u8, mmap_size) };
+        // SAFETY: The mapping is `mmap_size` bytes, readable and writable,
+        // and stays mapped; only this thread touches it between KVM_RUNs.
+        let run_page = unsafe { std::slice::from_raw_parts_mut(run_map as *mut u8, mmap_size) };
         let mut sregs: kvm_sregs = get(vcpu, KVM_GET_SREGS, "KVM_GET_SREGS");
         sregs.cs.base = 0;
         sregs.cs.selector = 0;
+        sregs.ds.base = u64::from(MMIO_SEGMENT) << 4;
+        sregs.ds.selector = MMIO_SEGMENT;
         set(vcpu, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
         let mut regs: kvm_regs = get(vcpu, KVM_GET_REGS, "KVM_GET_REGS");
         regs.rip = BENCH_CODE as u64;
@@ -305,11 +373,36 @@ fn bench(vm: i32, mem: *mut u8, mmap_size: usize, n: u32) {
             let reason = u32::from_le_bytes(run_page[run::EXIT_REASON..][..4].try_into().unwrap());
             match reason {
                 KVM_EXIT_IO => {}
+                KVM_EXIT_MMIO => {
+                    // Checked on every exit (a few loads, next to a
+                    // round trip of microseconds): a backend reporting the
+                    // wrong access must not pass as fast.
+                    let addr = u64::from_le_bytes(
+                        run_page[run::MMIO_PHYS_ADDR..][..8].try_into().unwrap(),
+                    );
+                    if addr != mmio_gpa || run_page[run::MMIO_IS_WRITE] != 0 {
+                        fail(&format!("bench {name}: unexpected mmio addr={addr:#x}"));
+                    }
+                    // The read's data, copied into AL by the next KVM_RUN.
+                    run_page[run::MMIO_DATA] = MMIO_VALUE;
+                }
                 KVM_EXIT_HLT => break,
                 other => fail(&format!("bench {name}: exit reason {other}")),
             }
         }
         let ns = now_ns() - start;
+        let regs: kvm_regs = get(vcpu, KVM_GET_REGS, "KVM_GET_REGS");
+        match expect {
+            Expect::Eax(want) if regs.rax as u32 != want => fail(&format!(
+                "bench {name}: eax={:#x}, want {want:#x}",
+                regs.rax as u32
+            )),
+            Expect::Al(want) if regs.rax as u8 != want => fail(&format!(
+                "bench {name}: al={:#x}, want {want:#x}",
+                regs.rax as u8
+            )),
+            _ => {}
+        }
         println!(
             "bench={name} iterations={n} kvm_runs={runs} ns_per_{name}_exit={}",
             ns / u64::from(n)
