@@ -214,6 +214,21 @@ fn find_in(entries: &[CpuidEntry], function: u32, index: Option<u32>) -> Option<
     })
 }
 
+impl From<&crate::kvm_api::layout::kvm_cpuid_entry2> for CpuidEntry {
+    /// A KVM_SET_CPUID2 entry as the table keeps it (the padding dropped).
+    fn from(entry: &crate::kvm_api::layout::kvm_cpuid_entry2) -> Self {
+        Self {
+            function: entry.function,
+            index: entry.index,
+            flags: entry.flags,
+            eax: entry.eax,
+            ebx: entry.ebx,
+            ecx: entry.ecx,
+            edx: entry.edx,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@
 //! meaningful with an in-kernel irqchip, which this backend does not have
 //! yet: a set bit is refused rather than dropped.
 
-use crate::kvm_api::layout::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
+use crate::kvm_api::layout::{kvm_dtable, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
 use crate::msr::{EFER_LMA, EFER_LME};
 use crate::paging::{CR0_PE, CR0_PG, CR4_PAE};
 use crate::vendor::{Gpr, Segment, SegmentRegister, VendorVcpu};
@@ -260,6 +260,80 @@ pub fn set_sregs(vcpu: &mut impl VendorVcpu, sregs: &kvm_sregs) -> Result<(), Re
     Ok(())
 }
 
+/// The FXSAVE image at the start of an XSAVE buffer (SDM vol. 1,
+/// 10.5.1, table 10-2, 64-bit format): the layout KVM_GET/SET_FPU
+/// (api.rst 4.22, 4.23) read and write through the guest's XSAVE state.
+pub const FXSAVE_SIZE: usize = 512;
+/// XSTATE_BV in the XSAVE header, right after the FXSAVE image.
+const XSTATE_BV: usize = 512;
+/// XSTATE_BV bits of the x87 and SSE components.
+const XFEATURE_MASK_FPSSE: u64 = 0b11;
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from(le32(b, at)) | u64::from(le32(b, at + 4)) << 32
+}
+
+/// KVM_GET_FPU from an XSAVE buffer (`None` if it is shorter than the
+/// FXSAVE image).
+pub fn fpu_from_xsave(xsave: &[u8]) -> Option<kvm_fpu> {
+    let fx = xsave.get(..FXSAVE_SIZE)?;
+    let mut fpu = kvm_fpu {
+        fpr: [[0; 16]; 8],
+        fcw: le16(fx, 0),
+        fsw: le16(fx, 2),
+        ftwx: fx[4],
+        pad1: 0,
+        last_opcode: le16(fx, 6),
+        last_ip: le64(fx, 8),
+        last_dp: le64(fx, 16),
+        xmm: [[0; 16]; 16],
+        mxcsr: le32(fx, 24),
+        pad2: 0,
+    };
+    for (i, st) in fpu.fpr.iter_mut().enumerate() {
+        // ST(i) is 10 bytes in a 16-byte slot; the rest is reserved.
+        st[..10].copy_from_slice(&fx[32 + 16 * i..32 + 16 * i + 10]);
+    }
+    for (i, xmm) in fpu.xmm.iter_mut().enumerate() {
+        xmm.copy_from_slice(&fx[160 + 16 * i..176 + 16 * i]);
+    }
+    Some(fpu)
+}
+
+/// KVM_SET_FPU into an XSAVE buffer: replaces the FXSAVE image's x87 and
+/// SSE state and marks both components present in XSTATE_BV, so that a
+/// restore loads them (as KVM's `kvm_arch_vcpu_ioctl_set_fpu` does on the
+/// guest's fxsave area). Returns false if the buffer is too short.
+pub fn fpu_into_xsave(fpu: &kvm_fpu, xsave: &mut [u8]) -> bool {
+    if xsave.len() < XSTATE_BV + 8 {
+        return false;
+    }
+    xsave[0..2].copy_from_slice(&fpu.fcw.to_le_bytes());
+    xsave[2..4].copy_from_slice(&fpu.fsw.to_le_bytes());
+    xsave[4] = fpu.ftwx;
+    xsave[6..8].copy_from_slice(&fpu.last_opcode.to_le_bytes());
+    xsave[8..16].copy_from_slice(&fpu.last_ip.to_le_bytes());
+    xsave[16..24].copy_from_slice(&fpu.last_dp.to_le_bytes());
+    xsave[24..28].copy_from_slice(&fpu.mxcsr.to_le_bytes());
+    for (i, st) in fpu.fpr.iter().enumerate() {
+        xsave[32 + 16 * i..32 + 16 * i + 10].copy_from_slice(&st[..10]);
+    }
+    for (i, xmm) in fpu.xmm.iter().enumerate() {
+        xsave[160 + 16 * i..176 + 16 * i].copy_from_slice(xmm);
+    }
+    let bv = le64(xsave, XSTATE_BV) | XFEATURE_MASK_FPSSE;
+    xsave[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&bv.to_le_bytes());
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +415,25 @@ mod tests {
         assert_eq!(back.cs.l, 1);
         assert_eq!(back.gdt.base, 0x500);
         assert_eq!(back.gdt.limit, 0x1f);
+    }
+
+    #[test]
+    fn fpu_round_trips_through_an_xsave_image() {
+        let mut xsave = std::vec![0u8; 576];
+        let mut fpu = fpu_from_xsave(&xsave).unwrap();
+        fpu.fcw = 0x37f;
+        fpu.mxcsr = 0x1f80;
+        fpu.fpr[7][9] = 0xaa;
+        fpu.xmm[15][15] = 0x55;
+        fpu.last_ip = 0x1234_5678_9abc;
+        assert!(fpu_into_xsave(&fpu, &mut xsave));
+        assert_eq!(&xsave[0..2], &[0x7f, 0x03]);
+        assert_eq!(xsave[32 + 16 * 7 + 9], 0xaa);
+        assert_eq!(xsave[160 + 16 * 15 + 15], 0x55);
+        assert_eq!(xsave[512] & 3, 3, "x87 and SSE marked present");
+        assert_eq!(fpu_from_xsave(&xsave), Some(fpu));
+        assert_eq!(fpu_from_xsave(&xsave[..100]), None);
+        assert!(!fpu_into_xsave(&fpu, &mut xsave[..512]));
     }
 
     #[test]
