@@ -39,6 +39,11 @@ impl NptPages {
         }
     }
 
+    /// How many table pages there are (debugfs).
+    pub(crate) fn count(&self) -> usize {
+        self.pages.iter().count()
+    }
+
     /// Frees a table page that the page table no longer points at.
     pub(crate) fn free(&mut self, table: u64) {
         self.pages.remove(&table);

@@ -102,6 +102,12 @@ impl kernel::Module for PvrsKvm {
             pr_err!("this CPU has no AMD SVM\n");
             return Err(ENODEV);
         }
+        // The guest's XCR0 is switched with XGETBV/XSETBV around VMRUN
+        // (TCG never intercepts XSETBV), which needs OSXSAVE.
+        if !kernel::x86::boot_cpu_has(kernel::bindings::X86_FEATURE_OSXSAVE) {
+            pr_err!("this CPU has no XSAVE enabled (OSXSAVE), which pvrs-kvm needs\n");
+            return Err(ENODEV);
+        }
         // The emergency hook has one slot, which an active kvm_amd holds:
         // find out before registering ours (the per-CPU check below
         // repeats this on each CPU).

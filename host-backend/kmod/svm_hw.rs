@@ -234,3 +234,12 @@ pub(crate) fn host_paging_levels() -> u8 {
         4
     }
 }
+
+/// The SVM features of this processor (CPUID 8000_000Ah EDX): NRIPS,
+/// DecodeAssists, FlushByAsid and the rest, all absent on QEMU TCG.
+pub(crate) fn svm_features() -> crate::svm::SvmFeatures {
+    // SAFETY: CPUID has no side effect.
+    #[allow(unused_unsafe)]
+    let leaf = unsafe { core::arch::x86_64::__cpuid(0x8000_000a) };
+    crate::svm::SvmFeatures::from_cpuid_edx(leaf.edx)
+}

@@ -26,6 +26,7 @@ use kernel::{
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex},
     uaccess::UserSlice,
+    x86::{read_xcr0, write_xcr0, GuestFpu},
 };
 
 /// The state of a vCPU that only its ioctls touch (KVM's `vcpu->mutex`).
@@ -42,6 +43,12 @@ struct VcpuInner {
     /// make us read two different values.
     run_copy: KVec<u8>,
     pio_copy: KVec<u8>,
+    /// The guest's x87/SSE/AVX state, the task's own while KVM_RUN runs.
+    fpu: GuestFpu,
+    /// The guest's XCR0. TCG's SVM never intercepts XSETBV, so the guest
+    /// writes the real XCR0: it is read back after every exit, and the
+    /// host's value restored before anything else uses the FPU.
+    guest_xcr0: u64,
 }
 
 /// A vCPU.
@@ -58,6 +65,9 @@ pub(crate) struct Vcpu {
     /// Page 1 (KVM_PIO_PAGE_OFFSET): port I/O data.
     pio_page: Page,
 }
+
+/// CR4.OSXSAVE (SDM vol. 3, 2.5): XSETBV and XGETBV are enabled.
+const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// The bytes of `struct kvm_run` this backend reads and writes: the
 /// header and the 256-byte exit union (sync_regs are not supported).
@@ -77,13 +87,16 @@ fn zeroed_buffer() -> Result<KVec<u8>> {
 
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
-        let svm = SvmVcpuBox::new(svm::SvmFeatures::TCG, vm.iopm.pa(), vm.nested_cr3)?;
+        let svm = SvmVcpuBox::new(svm_hw::svm_features(), vm.iopm.pa(), vm.nested_cr3)?;
         let inner = VcpuInner {
             svm,
             state: crate::kmem::new_vcpu_state()?,
             seen_tlb_generation: vm.tlb_generation.load(Ordering::SeqCst),
             run_copy: zeroed_buffer()?,
             pio_copy: zeroed_buffer()?,
+            fpu: GuestFpu::new()?,
+            // x87 state only, as after RESET (SDM vol. 1, 13.3).
+            guest_xcr0: 1,
         };
         let run_page = zeroed_page()?;
         let pio_page = zeroed_page()?;
@@ -131,27 +144,39 @@ impl Vcpu {
         Ok(())
     }
 
-    fn copy_run_page_out(&self, inner: &VcpuInner, with_pio: bool) -> Result {
+    /// Copies the run page's header and exit union out, and the first
+    /// `pio_bytes` of the PIO page (the data of an I/O exit: usually 1 to
+    /// 4 bytes, at most a page for string I/O).
+    fn copy_run_page_out(&self, inner: &VcpuInner, pio_bytes: usize) -> Result {
         // SAFETY: The buffer holds PAGE_SIZE bytes; the page is ours (the
         // VMM reads it after KVM_RUN returns).
         unsafe {
             self.run_page
                 .write_raw(inner.run_copy.as_ptr(), 0, RUN_HEADER_BYTES)
         }?;
-        if with_pio {
-            // SAFETY: As above.
+        let pio_bytes = pio_bytes.min(PAGE_SIZE);
+        if pio_bytes > 0 {
+            // SAFETY: As above; `pio_bytes` is at most a page.
             unsafe {
                 self.pio_page
-                    .write_raw(inner.pio_copy.as_ptr(), 0, PAGE_SIZE)
+                    .write_raw(inner.pio_copy.as_ptr(), 0, pio_bytes)
             }?;
         }
         Ok(())
     }
 
-    /// KVM_RUN.
+    /// KVM_RUN, with the guest's FPU state loaded for its whole duration
+    /// (as KVM's `kvm_load_guest_fpu`/`kvm_put_guest_fpu`).
     fn run(&self) -> Result<isize> {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
+        inner.fpu.load()?;
+        let result = self.run_loaded(inner);
+        inner.fpu.put();
+        result
+    }
+
+    fn run_loaded(&self, inner: &mut VcpuInner) -> Result<isize> {
         self.copy_run_page_in(inner)?;
         let request = run::read_run_request(&inner.run_copy, 0, false).map_err(kvm_error)?;
         inner.state.begin_run(&request);
@@ -235,6 +260,18 @@ impl Vcpu {
             inner.svm.prepare_entry(&mut asids.lock(), cpu);
         }
         let vmcb_pa = inner.svm.vmcb_pa();
+        // As KVM (`kvm_load_guest_xsave_state`): the guest's XCR0 only
+        // matters once it has set CR4.OSXSAVE; before that it cannot run
+        // XSETBV (#UD), and XSETBV is slow enough on the nested host to
+        // double the cost of an exit.
+        let guest_xsave = crate::vendor::VendorVcpu::cr4(&*inner.svm) & CR4_OSXSAVE != 0;
+        let host_xcr0 = read_xcr0();
+        if guest_xsave && inner.guest_xcr0 != host_xcr0 {
+            // SAFETY: The value is one the guest set with XSETBV, which
+            // the processor accepted then; it is replaced right after the
+            // exit, with preemption off, before any FPU use.
+            unsafe { write_xcr0(inner.guest_xcr0) };
+        }
         // SAFETY: The VMCB was reset by hv-core and only changed through
         // its checked interfaces; its NPT maps only pinned pages of the
         // VM's memslots; SVM is on on this CPU (the module keeps it on
@@ -242,6 +279,13 @@ impl Vcpu {
         // is off, so we stay on this CPU.
         unsafe { svm_hw::run_guest(vmcb_pa, &mut inner.svm.gprs, host_vmsave) };
         let tsc = kernel::x86::rdtsc_ordered();
+        if guest_xsave {
+            inner.guest_xcr0 = read_xcr0();
+        }
+        if guest_xsave && inner.guest_xcr0 != host_xcr0 {
+            // SAFETY: The host's own value, read above on this CPU.
+            unsafe { write_xcr0(host_xcr0) };
+        }
         self.running_on.store(-1, Ordering::SeqCst);
         inner.svm.complete_exit();
         drop(guard);
@@ -259,7 +303,7 @@ impl Vcpu {
             &run::Exit::Intr,
         )
         .map_err(kvm_error)?;
-        self.copy_run_page_out(inner, false)
+        self.copy_run_page_out(inner, 0)
     }
 
     fn exit_to_user(&self, inner: &mut VcpuInner, exit: &vcpu::UserExit) -> Result {
@@ -271,7 +315,13 @@ impl Vcpu {
             &mut inner.pio_copy,
         )
         .map_err(|_| EINVAL)?;
-        self.copy_run_page_out(inner, matches!(exit, vcpu::UserExit::Io { .. }))
+        let pio_bytes = match exit {
+            // An IN's data page is cleared for userspace to fill, an OUT's
+            // holds the data: either way `size * count` bytes.
+            vcpu::UserExit::Io { size, count, .. } => usize::from(*size) * (*count as usize),
+            _ => 0,
+        };
+        self.copy_run_page_out(inner, pio_bytes)
     }
 }
 
@@ -289,6 +339,145 @@ fn write_user<T: kvm_api::wire::Wire>(arg: usize, value: &T) -> Result {
     let bytes = bytes.get_mut(..T::SIZE).ok_or(EINVAL)?;
     decode::encode(value, bytes).map_err(kvm_error)?;
     UserSlice::new(arg, T::SIZE).writer().write_slice(bytes)
+}
+
+/// The 8-byte header (`nent`/`nmsrs` and padding) of `kvm_cpuid2` and
+/// `kvm_msrs`, whose checked decoders give the entry count.
+fn read_user_header(arg: usize) -> Result<[u8; 8]> {
+    let mut header = [0u8; 8];
+    UserSlice::new(arg, header.len())
+        .reader()
+        .read_slice(&mut header)?;
+    Ok(header)
+}
+
+/// Reads `count` entries of `entry_size` bytes after a `header_size`-byte
+/// header at user address `arg` into a new buffer (sizes come from
+/// hv-core's checked decoders, so the product cannot overflow a page
+/// count KVM would accept).
+fn read_user_entries(
+    arg: usize,
+    header_size: usize,
+    entry_size: usize,
+    count: u32,
+) -> Result<KVec<u8>> {
+    let len = (count as usize).checked_mul(entry_size).ok_or(E2BIG)?;
+    let mut bytes = KVec::with_capacity(len, flags::GFP_KERNEL)?;
+    bytes.extend_with(len, 0, flags::GFP_KERNEL)?;
+    let start = arg.checked_add(header_size).ok_or(EFAULT)?;
+    UserSlice::new(start, len).reader().read_slice(&mut bytes)?;
+    Ok(bytes)
+}
+
+impl Vcpu {
+    /// KVM_SET_CPUID2 (api.rst 4.73): the guest's CPUID table.
+    fn set_cpuid2(&self, arg: usize) -> Result<isize> {
+        let header_bytes = read_user_header(arg)?;
+        let nent = decode::decode_cpuid2_header(decode::CpuidCall::Set, &header_bytes)
+            .map_err(kvm_error)?;
+        let entry_size = <layout::kvm_cpuid_entry2 as kvm_api::wire::Wire>::SIZE;
+        let bytes = read_user_entries(arg, header_bytes.len(), entry_size, nent)?;
+        let mut entries = KVec::with_capacity(nent as usize, flags::GFP_KERNEL)?;
+        for entry in decode::entries::<layout::kvm_cpuid_entry2>(&bytes, nent).map_err(kvm_error)? {
+            entries.push(crate::cpuid::CpuidEntry::from(&entry), flags::GFP_KERNEL)?;
+        }
+        self.inner
+            .lock()
+            .state
+            .set_cpuid(&entries)
+            .map_err(|_| E2BIG)?;
+        Ok(0)
+    }
+
+    /// Writes this vCPU's non-zero exit counters as `vcpuN group.name=value`
+    /// lines (debugfs `exits`).
+    pub(crate) fn show_counters(&self, out: &mut kernel::debugfs::TextBuffer) -> Result {
+        use core::fmt::Write;
+        let inner = self.inner.lock();
+        let mut result = Ok(());
+        inner.state.counters().for_each(|group, name, value| {
+            if value != 0 && result.is_ok() {
+                result = writeln!(out, "vcpu{} {group}.{name}={value}", self.id);
+            }
+        });
+        result.map_err(|_| ENOMEM)
+    }
+
+    /// KVM_GET_FPU / KVM_SET_FPU (api.rst 4.22, 4.23): the x87 and SSE
+    /// part of the guest's XSAVE state, converted by hv-core.
+    fn fpu(&self, arg: usize, write: bool) -> Result<isize> {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let size = inner.fpu.uabi_size();
+        let mut xsave = KVec::with_capacity(size, flags::GFP_KERNEL)?;
+        xsave.extend_with(size, 0, flags::GFP_KERNEL)?;
+        let xcr0 = read_xcr0();
+        inner.fpu.to_uabi(&mut xsave, xcr0)?;
+        if write {
+            let fpu: layout::kvm_fpu = read_user(arg)?;
+            if !regs::fpu_into_xsave(&fpu, &mut xsave) {
+                return Err(EINVAL);
+            }
+            inner.fpu.from_uabi(&xsave, xcr0)?;
+            Ok(0)
+        } else {
+            let fpu = regs::fpu_from_xsave(&xsave).ok_or(EINVAL)?;
+            drop(guard);
+            write_user(arg, &fpu).map(|()| 0)
+        }
+    }
+
+    /// KVM_GET_MSRS / KVM_SET_MSRS (api.rst 4.18, 4.19): returns how many
+    /// entries were processed, stopping at the first MSR refused, as KVM
+    /// does; for GET the entries are written back.
+    fn msrs(&self, arg: usize, write: bool) -> Result<isize> {
+        let header_bytes = read_user_header(arg)?;
+        let n = decode::decode_msrs_header(&header_bytes).map_err(kvm_error)?;
+        let entry_size = <layout::kvm_msr_entry as kvm_api::wire::Wire>::SIZE;
+        let mut bytes = read_user_entries(arg, header_bytes.len(), entry_size, n)?;
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let tsc = kernel::x86::rdtsc_ordered();
+        let mut done = 0usize;
+        for i in 0..n as usize {
+            let slot = &mut bytes[i * entry_size..(i + 1) * entry_size];
+            let mut entry: layout::kvm_msr_entry = decode::decode(slot).map_err(kvm_error)?;
+            let ok = if write {
+                let features = inner.state.msr_features(&*inner.svm);
+                crate::msr::write_msr(
+                    &mut *inner.svm,
+                    &mut inner.state.msrs,
+                    &features,
+                    entry.index,
+                    entry.data,
+                    tsc,
+                    crate::msr::MsrOrigin::Host,
+                )
+                .is_ok()
+            } else {
+                match crate::msr::read_msr(&*inner.svm, &inner.state.msrs, entry.index, tsc) {
+                    Ok(value) => {
+                        entry.data = value;
+                        decode::encode(&entry, slot).map_err(kvm_error)?;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            };
+            if !ok {
+                break;
+            }
+            done += 1;
+        }
+        drop(guard);
+        if !write {
+            let start = arg.checked_add(header_bytes.len()).ok_or(EFAULT)?;
+            UserSlice::new(start, bytes.len())
+                .writer()
+                .write_slice(&bytes)?;
+        }
+        Ok(done as isize)
+    }
 }
 
 /// A vCPU file (`anon_inode:kvm-vcpu`).
@@ -326,6 +515,11 @@ impl FileOps for VcpuFile {
                 <svm::SvmVcpu as crate::vendor::VendorVcpu>::request_tlb_flush(&mut inner.svm);
                 Ok(0)
             }
+            Ioctl::SetCpuid2 => vcpu.set_cpuid2(arg),
+            Ioctl::GetFpu => vcpu.fpu(arg, false),
+            Ioctl::SetFpu => vcpu.fpu(arg, true),
+            Ioctl::GetMsrs => vcpu.msrs(arg, false),
+            Ioctl::SetMsrs => vcpu.msrs(arg, true),
             _ => Err(EINVAL),
         }
     }

@@ -24,15 +24,20 @@ use crate::{
     vcpu_file::Vcpu,
     Host,
 };
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::{
+    fmt::Write,
+    sync::atomic::{AtomicU64, Ordering},
+};
 use kernel::{
     alloc::{flags, KVec},
-    anon_inode, c_str,
+    anon_inode, c_str, debugfs,
     file_ops::FileOps,
+    fmt,
     mm::PinnedUserPage,
     new_mutex,
     prelude::*,
     rbtree::RBTree,
+    str::CString,
     sync::{Arc, ArcBorrow, Mutex},
     uaccess::UserSlice,
 };
@@ -57,6 +62,34 @@ pub(crate) struct Vm {
     pub(crate) iopm: IopmBox,
     /// The NPT root, fixed for the VM's life.
     pub(crate) nested_cr3: u64,
+    /// `/sys/kernel/debug/pvrs_kvm-<pid>-<n>/`, removed when the VM file
+    /// is released (its file holds a reference to the VM).
+    #[pin]
+    debugfs: Mutex<Option<debugfs::Dir>>,
+}
+
+/// VMs created since the module loaded, for debugfs names.
+static VM_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// `exits`: every vCPU's exit counters (hv-core `vcpu::ExitCounters`),
+/// the ones that are not 0, and the VM's mapped pages.
+struct ExitsFile {
+    vm: Arc<Vm>,
+}
+
+impl debugfs::TextAttribute for ExitsFile {
+    fn show(&self, out: &mut debugfs::TextBuffer) -> Result {
+        let (pages, tables) = {
+            let mem = self.vm.mem.lock();
+            (mem.pinned.iter().count(), mem.npt_pages.count())
+        };
+        writeln!(out, "vm mapped_pages={pages} npt_table_pages={tables}").map_err(|_| ENOMEM)?;
+        let vcpus = self.vm.vcpus.lock();
+        for vcpu in vcpus.iter() {
+            vcpu.show_counters(out)?;
+        }
+        Ok(())
+    }
 }
 
 /// The memslots as hv-core's exit handler sees them.
@@ -195,9 +228,31 @@ impl Vm {
                 tlb_generation: AtomicU64::new(0),
                 iopm,
                 nested_cr3,
+                debugfs <- new_mutex!(None),
             }),
             GFP_KERNEL,
         )
+        .inspect(|vm| vm.add_debugfs())
+    }
+
+    /// Creates the VM's debugfs directory. Statistics are optional: a
+    /// failure (no debugfs, no memory) is logged, not fatal.
+    fn add_debugfs(self: &Arc<Self>) {
+        let seq = VM_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let pid = kernel::current!().pid();
+        let made = CString::try_from_fmt(fmt!("pvrs_kvm-{pid}-{seq}")).and_then(|name| {
+            let mut dir = debugfs::Dir::new(&name)?;
+            dir.add_text_file(
+                c_str!("exits"),
+                0o400,
+                Arc::new(ExitsFile { vm: self.clone() }, GFP_KERNEL)?,
+            )?;
+            Ok(dir)
+        });
+        match made {
+            Ok(dir) => *self.debugfs.lock() = Some(dir),
+            Err(e) => pr_info!("no debugfs statistics for this VM: {:?}\n", e),
+        }
     }
 
     fn set_user_memory_region(&self, arg: usize) -> Result<isize> {
@@ -317,5 +372,13 @@ impl FileOps for VmFile {
             // capabilities that announce them answer 0.
             _ => Err(ENOTTY),
         }
+    }
+
+    fn release(vm: Arc<Vm>) {
+        // The statistics file holds a reference to the VM: removing it
+        // breaks that cycle (vCPU files may keep the VM alive a little
+        // longer, without statistics).
+        let dir = vm.debugfs.lock().take();
+        drop(dir);
     }
 }

@@ -79,7 +79,8 @@ def test_a_real_mode_guest_runs_on_both_devices(tmp_path):
     kvm_order = guest.module_load_order("kvm-amd")
     got = l1_run(tmp_path, f"""
 insmod /usr/bin/pvrs_kvm.ko
-/usr/bin/pvrs-kvm-smoke /dev/pvrs > /tmp/pvrs.out 2>&1; echo "L1: pvrs_rc=$?"
+mount -t debugfs none /sys/kernel/debug 2>/dev/null
+PVRS_SMOKE_DEBUGFS=1 /usr/bin/pvrs-kvm-smoke /dev/pvrs > /tmp/pvrs.out 2>&1; echo "L1: pvrs_rc=$?"
 sed 's/^/L1-PVRS: /' /tmp/pvrs.out
 rmmod pvrs_kvm; echo "L1: unload=$?"
 for m in {" ".join(kvm_order)}; do insmod /usr/bin/$m.ko; done
@@ -92,6 +93,12 @@ dmesg | grep -i -E 'pvrs_kvm|bug|warn|oops|rip:' | sed 's/^/L1-DMESG: /'
     assert "L1-KVM: SMOKE: ok" in console
     assert got.get("pvrs_rc") == "0", console[-3000:]
     assert "L1-PVRS: SMOKE: ok" in console
+    # The VM's debugfs statistics while it exists: its exits by reason
+    # (2 port writes + 1 read + the echo + the MMIO output, an MMIO read,
+    # HLT) and the pages it mapped.
+    stats = dict(re.findall(r"L1-PVRS: debugfs: vcpu0 (\S+)=(\d+)", console))
+    assert int(stats.get("exit.io", 0)) >= 5 and int(stats.get("exit.hlt", 0)) == 1, (stats, console[-3000:])
+    assert re.search(r"L1-PVRS: debugfs: vm mapped_pages=[1-9]", console), console[-3000:]
     assert got["unload"] == "0"
     for bad in ("BUG:", "WARNING:", "Oops", "general protection"):
         assert bad not in console, console[-3000:]

@@ -106,3 +106,135 @@ pub fn cmpxchg_user_u64(address: usize, old: u64, new: u64) -> Result<bool> {
     to_result(ret.min(0))?;
     Ok(ret == 0)
 }
+
+/// A guest's FPU/extended state, switched with the task's around guest
+/// execution (`struct fpu_guest`, `asm/fpu/api.h`), as KVM does: while
+/// loaded, the current task's FPU state *is* the guest's, so a context
+/// switch saves and restores it like the task's own, and the guest's
+/// registers are live whenever the task runs.
+///
+/// # Invariants
+///
+/// `inner` was set up by `fpu_alloc_guest_fpstate` and is freed in `drop`.
+pub struct GuestFpu {
+    inner: crate::alloc::KBox<crate::types::Opaque<bindings::fpu_guest>>,
+}
+
+// SAFETY: The state is only touched through `&mut self` or by the task
+// that loaded it.
+unsafe impl Send for GuestFpu {}
+
+impl GuestFpu {
+    /// Allocates a guest FPU state in its reset configuration.
+    pub fn new() -> Result<Self> {
+        let inner = crate::alloc::KBox::new(
+            crate::types::Opaque::<bindings::fpu_guest>::uninit(),
+            crate::alloc::flags::GFP_KERNEL,
+        )?;
+        // SAFETY: `inner` is valid for writes of a `fpu_guest`, which the
+        // function initializes; it returns false if it could not allocate.
+        if !unsafe { bindings::fpu_alloc_guest_fpstate(inner.get()) } {
+            return Err(crate::error::code::ENOMEM);
+        }
+        Ok(Self { inner })
+    }
+
+    /// Makes the guest state the current task's FPU state (the task's own
+    /// is saved); `put` gives it back. Returns an error if the guest state
+    /// could not be loaded (KVM treats that as a failed KVM_RUN).
+    pub fn load(&mut self) -> Result {
+        // SAFETY: The state was allocated in `new` (type invariant); the
+        // kernel swaps it with the current task's state.
+        to_result(unsafe { bindings::fpu_swap_kvm_fpstate(self.inner.get(), true) })
+    }
+
+    /// The size of the guest state in the XSAVE format userspace sees
+    /// (`struct kvm_xsave`, at least 4096 bytes).
+    pub fn uabi_size(&self) -> usize {
+        // SAFETY: Initialized in `new` (type invariant); set once there.
+        unsafe { (*self.inner.get()).uabi_size as usize }
+    }
+
+    /// Copies the guest state into `buf` in XSAVE format, with the
+    /// components of `xfeatures` (`fpu_copy_guest_fpstate_to_uabi`).
+    /// `buf` must hold [`Self::uabi_size`] bytes.
+    pub fn to_uabi(&self, buf: &mut [u8], xfeatures: u64) -> Result {
+        if buf.len() < self.uabi_size() {
+            return Err(crate::error::code::EINVAL);
+        }
+        // SAFETY: The state is initialized and not loaded (callers run
+        // between KVM_RUNs, under the vCPU lock); `buf` is big enough.
+        unsafe {
+            bindings::fpu_copy_guest_fpstate_to_uabi(
+                self.inner.get(),
+                buf.as_mut_ptr().cast(),
+                buf.len() as u32,
+                xfeatures,
+                0,
+            )
+        };
+        Ok(())
+    }
+
+    /// Loads the guest state from `buf` in XSAVE format
+    /// (`fpu_copy_uabi_to_guest_fpstate`): components outside `xcr0` are
+    /// refused (EINVAL); PKRU is left as it is.
+    pub fn from_uabi(&mut self, buf: &[u8], xcr0: u64) -> Result {
+        if buf.len() < self.uabi_size() {
+            return Err(crate::error::code::EINVAL);
+        }
+        let mut pkru = 0u32;
+        // SAFETY: As in `to_uabi`; the function validates the header and
+        // copies only what fits the guest state.
+        to_result(unsafe {
+            bindings::fpu_copy_uabi_to_guest_fpstate(
+                self.inner.get(),
+                buf.as_ptr().cast(),
+                xcr0,
+                &mut pkru,
+            )
+        })
+    }
+
+    /// Gives the current task its own FPU state back after `load`.
+    pub fn put(&mut self) {
+        // SAFETY: As in `load`; called after a successful `load`.
+        let _ = unsafe { bindings::fpu_swap_kvm_fpstate(self.inner.get(), false) };
+    }
+}
+
+impl Drop for GuestFpu {
+    fn drop(&mut self) {
+        // SAFETY: Allocated in `new` (type invariant), not loaded (`load`
+        // and `put` are paired by the caller within one ioctl).
+        unsafe { bindings::fpu_free_guest_fpstate(self.inner.get()) };
+    }
+}
+
+/// Reads extended control register 0 (XCR0), the enabled XSAVE features.
+/// Only valid when CR4.OSXSAVE is set, which Linux sets on every CPU with
+/// XSAVE.
+pub fn read_xcr0() -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: XGETBV with ECX=0 reads XCR0; it has no side effect.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") low, out("edx") high,
+            options(nomem, nostack, preserves_flags));
+    }
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// Writes XCR0.
+///
+/// # Safety
+///
+/// `value` must be a valid XCR0 for this CPU (a #GP otherwise), and the
+/// caller must restore the kernel's value before any kernel FPU use or
+/// XSAVE of a task's state.
+pub unsafe fn write_xcr0(value: u64) {
+    // SAFETY: The caller guarantees a valid value and its restoration.
+    unsafe {
+        core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32,
+            in("edx") (value >> 32) as u32, options(nomem, nostack, preserves_flags));
+    }
+}

@@ -28,10 +28,11 @@ use std::ffi::CString;
 use hv_core::kvm_api::constants::{KVM_EXIT_HLT, KVM_EXIT_IO, KVM_EXIT_MMIO};
 use hv_core::kvm_api::decode::{decode, encode};
 use hv_core::kvm_api::ioctl::{
-    KVM_CREATE_VCPU, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_REGS, KVM_GET_SREGS,
-    KVM_GET_VCPU_MMAP_SIZE, KVM_RUN, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_USER_MEMORY_REGION,
+    KVM_CREATE_VCPU, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_FPU, KVM_GET_MSRS, KVM_GET_REGS,
+    KVM_GET_SREGS, KVM_GET_VCPU_MMAP_SIZE, KVM_RUN, KVM_SET_CPUID2, KVM_SET_FPU, KVM_SET_MSRS,
+    KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_USER_MEMORY_REGION,
 };
-use hv_core::kvm_api::layout::{kvm_regs, kvm_sregs, kvm_userspace_memory_region};
+use hv_core::kvm_api::layout::{kvm_fpu, kvm_regs, kvm_sregs, kvm_userspace_memory_region};
 use hv_core::kvm_api::run;
 use hv_core::kvm_api::wire::Wire;
 use pvrs_abi::hypercall::{hypercall_error_value, KVM_ENOSYS, KVM_HC_MAP_GPA_RANGE};
@@ -52,22 +53,24 @@ const UNASSIGNED_HYPERCALL: u32 = 0x7fff_0000;
 const _: () = assert!(UNASSIGNED_HYPERCALL > KVM_HC_MAP_GPA_RANGE);
 
 /// The guest, 16-bit real mode:
+///   xor eax, eax ; cpuid ; mov [0x500], ebx  (leaf 0 as userspace set it)
 ///   mov dx, 0x3f8
 ///   mov al, 'P'  ; out dx, al
 ///   mov al, 'V'  ; out dx, al
 ///   in al, dx    ; out dx, al      (echo what userspace gave)
 ///   mov ax, 0x1000 ; mov ds, ax
 ///   mov al, [0xf000] ; out dx, al  (MMIO read, echoed)
-///   mov bx, 0x1234
+///   mov ebx, 0x1234
 ///   hlt
 fn guest_code() -> Vec<u8> {
-    let mut c = vec![0xba, 0xf8, 0x03];
+    let mut c = vec![0x66, 0x31, 0xc0, 0x0f, 0xa2, 0x66, 0x89, 0x1e, 0x00, 0x05];
+    c.extend_from_slice(&[0xba, 0xf8, 0x03]);
     c.extend_from_slice(&[0xb0, b'P', 0xee]);
     c.extend_from_slice(&[0xb0, b'V', 0xee]);
     c.extend_from_slice(&[0xec, 0xee]);
     c.extend_from_slice(&[0xb8, 0x00, 0x10, 0x8e, 0xd8]);
     c.extend_from_slice(&[0xa0, 0x00, 0xf0, 0xee]);
-    c.extend_from_slice(&[0xbb, 0x34, 0x12]);
+    c.extend_from_slice(&[0x66, 0xbb, 0x34, 0x12, 0x00, 0x00]);
     c.push(0xf4);
     c
 }
@@ -100,6 +103,81 @@ fn set<T: Wire>(fd: i32, cmd: u32, value: &T, what: &str) {
     let mut bytes = vec![0u8; T::SIZE];
     encode(value, &mut bytes).unwrap_or_else(|e| fail(&format!("{what}: {e:?}")));
     checked(what, ioctl(fd, cmd, bytes.as_ptr() as u64));
+}
+
+/// Leaf 0's EBX as userspace sets it ("pvrs"); the guest stores what its
+/// CPUID returns at 0x500.
+const CPUID0_EBX: u32 = u32::from_le_bytes(*b"pvrs");
+
+/// KVM_SET_CPUID2 with leaf 0 only (api.rst 4.73).
+fn set_cpuid_leaf0(vcpu: i32) {
+    let mut buf = [0u8; 8 + 40];
+    buf[0..4].copy_from_slice(&1u32.to_le_bytes());
+    let entry = &mut buf[8..];
+    entry[12..16].copy_from_slice(&1u32.to_le_bytes()); // eax: max leaf 1
+    entry[16..20].copy_from_slice(&CPUID0_EBX.to_le_bytes());
+    checked(
+        "KVM_SET_CPUID2",
+        ioctl(vcpu, KVM_SET_CPUID2, buf.as_ptr() as u64),
+    );
+}
+
+/// KVM_SET_MSRS then KVM_GET_MSRS of SYSENTER_CS (api.rst 4.18, 4.19):
+/// both return the number of MSRs processed.
+fn check_msrs(vcpu: i32) {
+    const MSR_IA32_SYSENTER_CS: u32 = 0x174;
+    let mut buf = [0u8; 8 + 16];
+    buf[0..4].copy_from_slice(&1u32.to_le_bytes());
+    buf[8..12].copy_from_slice(&MSR_IA32_SYSENTER_CS.to_le_bytes());
+    buf[16..24].copy_from_slice(&0x10u64.to_le_bytes());
+    let set = checked(
+        "KVM_SET_MSRS",
+        ioctl(vcpu, KVM_SET_MSRS, buf.as_ptr() as u64),
+    );
+    buf[16..24].fill(0);
+    let got = checked(
+        "KVM_GET_MSRS",
+        ioctl(vcpu, KVM_GET_MSRS, buf.as_mut_ptr() as u64),
+    );
+    let value = u64::from_le_bytes(buf[16..24].try_into().unwrap());
+    println!("set_msrs={set} get_msrs={got} sysenter_cs={value:#x}");
+    if set != 1 || got != 1 || value != 0x10 {
+        fail("MSR round trip");
+    }
+}
+
+/// KVM_SET_FPU then KVM_GET_FPU (api.rst 4.22, 4.23): the x87 control
+/// word and an XMM register come back as set.
+fn check_fpu(vcpu: i32) {
+    let mut fpu: kvm_fpu = get(vcpu, KVM_GET_FPU, "KVM_GET_FPU");
+    println!("reset_fcw={:#x} reset_mxcsr={:#x}", fpu.fcw, fpu.mxcsr);
+    fpu.fcw = 0x27f;
+    fpu.xmm[3][7] = 0x5a;
+    set(vcpu, KVM_SET_FPU, &fpu, "KVM_SET_FPU");
+    let back: kvm_fpu = get(vcpu, KVM_GET_FPU, "KVM_GET_FPU");
+    println!("fcw={:#x} xmm3_7={:#x}", back.fcw, back.xmm[3][7]);
+    if back.fcw != 0x27f || back.xmm[3][7] != 0x5a {
+        fail("FPU round trip");
+    }
+}
+
+/// With PVRS_SMOKE_DEBUGFS set: prints this process's VM statistics from
+/// pvrs-kvm's debugfs directory (`pvrs_kvm-<pid>-<n>/exits`), while the
+/// VM still exists, as `debugfs: ` lines.
+fn print_pvrs_debugfs() {
+    let prefix = format!("pvrs_kvm-{}-", std::process::id());
+    let Ok(dir) = std::fs::read_dir("/sys/kernel/debug") else {
+        println!("debugfs: not mounted");
+        return;
+    };
+    for entry in dir.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let text = std::fs::read_to_string(entry.path().join("exits")).unwrap_or_default();
+            for line in text.lines() {
+                println!("debugfs: {line}");
+            }
+        }
+    }
 }
 
 fn main() {
@@ -186,6 +264,9 @@ fn main() {
     regs.rip = CODE;
     regs.rflags = 0x2;
     set(vcpu, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+    set_cpuid_leaf0(vcpu);
+    check_msrs(vcpu);
+    check_fpu(vcpu);
 
     let mut out = Vec::new();
     let mut exits = 0;
@@ -241,6 +322,18 @@ fn main() {
     let want_rip = CODE + code.len() as u64;
     if text != "PVIM" || regs.rbx != 0x1234 || regs.rip != want_rip {
         fail(&format!("want output=PVIM rbx=0x1234 rip={want_rip:#x}"));
+    }
+    // SAFETY: `mem` is MEM_SIZE bytes of our mapping; 0x500 is inside.
+    let cpuid_ebx =
+        unsafe { std::ptr::read_unaligned((mem as *const u8).add(0x500) as *const u32) };
+    println!("guest_cpuid0_ebx={cpuid_ebx:#x}");
+    if cpuid_ebx != CPUID0_EBX {
+        fail(&format!(
+            "guest CPUID leaf 0 EBX {cpuid_ebx:#x}, set {CPUID0_EBX:#x}"
+        ));
+    }
+    if std::env::var_os("PVRS_SMOKE_DEBUGFS").is_some() {
+        print_pvrs_debugfs();
     }
     println!("SMOKE: ok");
 
