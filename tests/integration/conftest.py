@@ -19,6 +19,5 @@ def guest_built():
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "nested_smp: 2-vCPU load on the nested KVM host; known to fail in some runs "
-        "(tests/l0-qemu: the remaining TCG SVM defects), so `make check` leaves them to "
-        "`make check-nested-smp`")
+        "markers", "nested_smp: 2-vCPU load on the nested KVM host; `make check` runs each "
+        "once, `make check-nested-smp RUNS=N` (tests/nested-smp-soak) N times with a table")
