@@ -8,7 +8,7 @@
 //!
 //! With `svm_hw.rs`, this is where the module's `unsafe` lives.
 
-use crate::{npt, paging, svm, vcpu};
+use crate::{npt, paging, svm, vcpu, vm_file::GuestMemoryState};
 use kernel::{
     alloc::{flags, KBox},
     bindings,
@@ -160,14 +160,17 @@ impl IopmBox {
 /// the memslots to user addresses of the current process (the VMM, whose
 /// thread runs the vCPU), read with `copy_from_user` and written with
 /// `copy_to_user` or a user-space CMPXCHG (page-table A/D bits).
-pub(crate) struct UserGuestMemory<'a, F: Fn(u64, bool) -> Option<u64>> {
-    /// GPA to user address; `true` asks for a writable one.
-    pub(crate) translate: &'a F,
+pub(crate) struct UserGuestMemory<'a> {
+    /// The VM's memslots (locked by the caller).
+    pub(crate) mem: &'a GuestMemoryState,
 }
 
-impl<F: Fn(u64, bool) -> Option<u64>> UserGuestMemory<'_, F> {
+impl UserGuestMemory<'_> {
     fn read<const N: usize>(&self, gpa: u64) -> core::result::Result<[u8; N], paging::MemoryError> {
-        let hva = (self.translate)(gpa, false).ok_or(paging::MemoryError::Unmapped)?;
+        let hva = self
+            .mem
+            .hva(gpa, false)
+            .ok_or(paging::MemoryError::Unmapped)?;
         let mut bytes = [0u8; N];
         UserSlice::new(hva as usize, N)
             .reader()
@@ -177,7 +180,7 @@ impl<F: Fn(u64, bool) -> Option<u64>> UserGuestMemory<'_, F> {
     }
 }
 
-impl<F: Fn(u64, bool) -> Option<u64>> paging::GuestMemory for UserGuestMemory<'_, F> {
+impl paging::GuestMemory for UserGuestMemory<'_> {
     fn read_u32(&mut self, gpa: u64) -> core::result::Result<u32, paging::MemoryError> {
         Ok(u32::from_le_bytes(self.read::<4>(gpa)?))
     }
@@ -191,7 +194,10 @@ impl<F: Fn(u64, bool) -> Option<u64>> paging::GuestMemory for UserGuestMemory<'_
         gpa: u64,
         buffer: &mut [u8],
     ) -> core::result::Result<(), paging::MemoryError> {
-        let hva = (self.translate)(gpa, false).ok_or(paging::MemoryError::Unmapped)?;
+        let hva = self
+            .mem
+            .hva(gpa, false)
+            .ok_or(paging::MemoryError::Unmapped)?;
         UserSlice::new(hva as usize, buffer.len())
             .reader()
             .read_slice(buffer)
@@ -199,12 +205,15 @@ impl<F: Fn(u64, bool) -> Option<u64>> paging::GuestMemory for UserGuestMemory<'_
     }
 }
 
-impl<F: Fn(u64, bool) -> Option<u64>> paging::PageTableWrite for UserGuestMemory<'_, F> {
+impl paging::PageTableWrite for UserGuestMemory<'_> {
     fn set_entry_bits(
         &mut self,
         update: &paging::AccessedDirtyUpdate,
     ) -> core::result::Result<bool, paging::MemoryError> {
-        let hva = (self.translate)(update.entry_gpa, true).ok_or(paging::MemoryError::Unmapped)?;
+        let hva = self
+            .mem
+            .hva(update.entry_gpa, true)
+            .ok_or(paging::MemoryError::Unmapped)?;
         let new = update.old_value | update.set_bits;
         match update.width {
             paging::EntryWidth::Bits32 => {
@@ -216,13 +225,16 @@ impl<F: Fn(u64, bool) -> Option<u64>> paging::PageTableWrite for UserGuestMemory
     }
 }
 
-impl<F: Fn(u64, bool) -> Option<u64>> vcpu::GuestRam for UserGuestMemory<'_, F> {
+impl vcpu::GuestRam for UserGuestMemory<'_> {
     fn write_bytes(
         &mut self,
         gpa: u64,
         bytes: &[u8],
     ) -> core::result::Result<(), paging::MemoryError> {
-        let hva = (self.translate)(gpa, true).ok_or(paging::MemoryError::Unmapped)?;
+        let hva = self
+            .mem
+            .hva(gpa, true)
+            .ok_or(paging::MemoryError::Unmapped)?;
         UserSlice::new(hva as usize, bytes.len())
             .writer()
             .write_slice(bytes)

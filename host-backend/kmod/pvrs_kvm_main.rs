@@ -78,14 +78,6 @@ pub(crate) struct Host {
     pub(crate) vcpu_fops: FileOpsTable<vcpu_file::VcpuFile>,
 }
 
-/// ASIDs the processor offers (CPUID 8000_000Ah EBX): 16 on QEMU TCG.
-fn asid_count() -> u32 {
-    // SAFETY: CPUID has no side effect.
-    #[allow(unused_unsafe)]
-    let leaf = unsafe { core::arch::x86_64::__cpuid(0x8000_000a) };
-    leaf.ebx
-}
-
 struct PvrsKvm {
     // Fields are dropped in declaration order: the device goes first (no
     // new VM can appear; open files hold a reference on the module, so
@@ -125,7 +117,7 @@ impl kernel::Module for PvrsKvm {
         )?;
         let mut cpu_asids = KVec::new();
         for _ in 0..cpu::nr_cpu_ids() {
-            let asids = asid::CpuAsids::new(asid_count()).map_err(|_| ENODEV)?;
+            let asids = asid::CpuAsids::new(svm_hw::asid_count()).map_err(|_| ENODEV)?;
             cpu_asids.push(
                 KBox::pin_init(new_spinlock!(asids), GFP_KERNEL)?,
                 GFP_KERNEL,

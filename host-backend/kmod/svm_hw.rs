@@ -215,10 +215,7 @@ impl Drop for EmergencyHook {
 /// The host's physical address width (CPUID 8000_0008h EAX[7:0]), which
 /// bounds NPT entries and the guest-physical space we offer.
 pub(crate) fn host_phys_bits() -> u8 {
-    // SAFETY: CPUID is always available on x86_64 and has no side effect.
-    #[allow(unused_unsafe)]
-    let leaf = unsafe { core::arch::x86_64::__cpuid(0x8000_0008) };
-    (leaf.eax & 0xff) as u8
+    (cpuid(0x8000_0008).eax & 0xff) as u8
 }
 
 /// The number of levels of the host's paging, which nested page tables
@@ -238,8 +235,19 @@ pub(crate) fn host_paging_levels() -> u8 {
 /// The SVM features of this processor (CPUID 8000_000Ah EDX): NRIPS,
 /// DecodeAssists, FlushByAsid and the rest, all absent on QEMU TCG.
 pub(crate) fn svm_features() -> crate::svm::SvmFeatures {
-    // SAFETY: CPUID has no side effect.
+    crate::svm::SvmFeatures::from_cpuid_edx(cpuid(0x8000_000a).edx)
+}
+
+/// ASIDs the processor offers (CPUID 8000_000Ah EBX): 16 on QEMU TCG.
+pub(crate) fn asid_count() -> u32 {
+    cpuid(0x8000_000a).ebx
+}
+
+/// CPUID leaf `leaf` (subleaf 0) of the current CPU.
+fn cpuid(leaf: u32) -> core::arch::x86_64::CpuidResult {
+    // SAFETY: CPUID is always available on x86_64 and has no side effect.
     #[allow(unused_unsafe)]
-    let leaf = unsafe { core::arch::x86_64::__cpuid(0x8000_000a) };
-    crate::svm::SvmFeatures::from_cpuid_edx(leaf.edx)
+    unsafe {
+        core::arch::x86_64::__cpuid(leaf)
+    }
 }

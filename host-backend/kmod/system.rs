@@ -12,7 +12,7 @@ use crate::{
         KVM_CAP_USER_MEMORY,
     },
     kvm_api::{self, ioctl::Ioctl},
-    vm_file::{kvm_error, Vm, MAX_MEMSLOTS, MAX_VCPUS},
+    vm_file::{classify_ioctl, Vm, MAX_MEMSLOTS, MAX_VCPUS},
     Host,
 };
 use kernel::{
@@ -60,10 +60,7 @@ impl FileOps for SystemFile {
     type Ptr = Arc<Host>;
 
     fn ioctl(host: ArcBorrow<'_, Host>, cmd: u32, arg: usize) -> Result<isize> {
-        let request =
-            kvm_api::ioctl::classify(kvm_api::ioctl::FdKind::System, cmd).map_err(kvm_error)?;
-        kvm_api::ioctl::check_zero_argument(request.argument, arg as u64).map_err(kvm_error)?;
-        match request.ioctl {
+        match classify_ioctl(kvm_api::ioctl::FdKind::System, cmd, arg)? {
             Ioctl::GetApiVersion => Ok(KVM_API_VERSION),
             Ioctl::CheckExtension => Ok(check_extension(arg)),
             // The kvm_run page and the port-I/O data page that follows it

@@ -13,7 +13,7 @@ use crate::{
     kmem::{SvmVcpuBox, UserGuestMemory},
     kvm_api::{self, decode, ioctl::Ioctl, layout, run},
     regs, svm, svm_hw, vcpu,
-    vm_file::{kvm_error, Vm},
+    vm_file::{classify_ioctl, kvm_error, Vm},
 };
 use core::sync::atomic::{AtomicI32, Ordering};
 use kernel::{
@@ -184,10 +184,7 @@ impl Vcpu {
         // immediate_exit, so that nothing is lost.
         let mut step = {
             let mem = self.vm.mem.lock();
-            let translate = |gpa: u64, write: bool| mem.hva(gpa, write);
-            let mut guest = UserGuestMemory {
-                translate: &translate,
-            };
+            let mut guest = UserGuestMemory { mem: &mem };
             vcpu::complete_user_exit(
                 &mut *inner.svm,
                 &mut inner.state,
@@ -229,10 +226,7 @@ impl Vcpu {
             let host = self.enter_guest(inner);
             step = {
                 let mem = self.vm.mem.lock();
-                let translate = |gpa: u64, write: bool| mem.hva(gpa, write);
-                let mut guest = UserGuestMemory {
-                    translate: &translate,
-                };
+                let mut guest = UserGuestMemory { mem: &mem };
                 vcpu::handle_exit(&mut *inner.svm, &mut inner.state, &mut guest, &*mem, host)
             };
         }
@@ -488,10 +482,7 @@ impl FileOps for VcpuFile {
     type Ptr = Arc<Vcpu>;
 
     fn ioctl(vcpu: ArcBorrow<'_, Vcpu>, cmd: u32, arg: usize) -> Result<isize> {
-        let request =
-            kvm_api::ioctl::classify(kvm_api::ioctl::FdKind::Vcpu, cmd).map_err(kvm_error)?;
-        kvm_api::ioctl::check_zero_argument(request.argument, arg as u64).map_err(kvm_error)?;
-        match request.ioctl {
+        match classify_ioctl(kvm_api::ioctl::FdKind::Vcpu, cmd, arg)? {
             Ioctl::Run => vcpu.run(),
             Ioctl::GetRegs => {
                 let regs = regs::get_regs(&*vcpu.inner.lock().svm);

@@ -345,6 +345,15 @@ impl Vm {
     }
 }
 
+/// Recognizes ioctl `cmd` on a file of kind `fd` and checks an argument
+/// that must be zero, returning the errno KVM returns otherwise (hv-core's
+/// `kvm_api::ioctl`): the first step of every file's `ioctl`.
+pub(crate) fn classify_ioctl(fd: kvm_api::ioctl::FdKind, cmd: u32, arg: usize) -> Result<Ioctl> {
+    let request = kvm_api::ioctl::classify(fd, cmd).map_err(kvm_error)?;
+    kvm_api::ioctl::check_zero_argument(request.argument, arg as u64).map_err(kvm_error)?;
+    Ok(request.ioctl)
+}
+
 /// A kvm_api error as the errno KVM returns.
 pub(crate) fn kvm_error(e: kvm_api::Error) -> Error {
     Error::from_errno(-e.errno().code())
@@ -358,9 +367,7 @@ impl FileOps for VmFile {
     type Ptr = Arc<Vm>;
 
     fn ioctl(vm: ArcBorrow<'_, Vm>, cmd: u32, arg: usize) -> Result<isize> {
-        let request =
-            kvm_api::ioctl::classify(kvm_api::ioctl::FdKind::Vm, cmd).map_err(kvm_error)?;
-        match request.ioctl {
+        match classify_ioctl(kvm_api::ioctl::FdKind::Vm, cmd, arg)? {
             Ioctl::CheckExtension => Ok(check_extension(arg)),
             Ioctl::SetUserMemoryRegion => vm.set_user_memory_region(arg),
             Ioctl::CreateVcpu => vm.create_vcpu(arg),

@@ -51,11 +51,6 @@ void rust_helper_cpuhp_remove_multi_state(enum cpuhp_state state)
 	cpuhp_remove_multi_state(state);
 }
 
-void rust_helper_on_each_cpu(smp_call_func_t func, void *info, int wait)
-{
-	on_each_cpu(func, info, wait);
-}
-
 void rust_helper_cond_resched(void)
 {
 	cond_resched();

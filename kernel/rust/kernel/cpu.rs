@@ -68,25 +68,6 @@ pub fn num_online_cpus() -> u32 {
     unsafe { bindings::num_online_cpus() }
 }
 
-/// Runs `f` on every online CPU, with interrupts disabled there, and
-/// returns when all have finished (`on_each_cpu(..., wait = 1)`).
-///
-/// `f` must not sleep. Must be called from a context that may sleep.
-pub fn on_each_cpu<F: Fn() + Sync>(f: &F) {
-    /// # Safety
-    ///
-    /// `info` must point to an `F` that is alive for the call.
-    unsafe extern "C" fn call<F: Fn() + Sync>(info: *mut core::ffi::c_void) {
-        // SAFETY: `info` is the `&F` given below, alive until every CPU
-        // is done since the call waits.
-        let f = unsafe { &*info.cast::<F>() };
-        f();
-    }
-    // SAFETY: `call::<F>` matches `smp_call_func_t` and gets `f`, which
-    // outlives the waiting call; `F: Sync` allows sharing it across CPUs.
-    unsafe { bindings::on_each_cpu(Some(call::<F>), (f as *const F).cast_mut().cast(), 1) };
-}
-
 /// Runs `f` on CPU `cpu`, with interrupts disabled there, and returns when
 /// it has finished (`smp_call_function_single(..., wait = 1)`). Getting
 /// there takes an IPI, which also makes a CPU leave a guest it is running.

@@ -67,12 +67,6 @@ impl VmaNew {
         // and the area now has `VM_MIXEDMAP`.
         unsafe { &*(self as *const Self).cast::<VmaMixedMap>() }
     }
-
-    /// Keeps the area from growing with `mremap` (`VM_DONTEXPAND`).
-    pub fn set_dontexpand(&self) {
-        // SAFETY: By the type invariant the flags may be changed now.
-        unsafe { bindings::vm_flags_set(self.as_ptr(), bindings::VM_DONTEXPAND as _) };
-    }
 }
 
 /// A VMA with `VM_MIXEDMAP` set.

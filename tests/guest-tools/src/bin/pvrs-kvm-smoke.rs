@@ -180,6 +180,51 @@ fn print_pvrs_debugfs() {
     }
 }
 
+/// Creates vCPU `id`, maps its run pages (api.rst 4.5) and sets it up in
+/// real mode at CS:IP = 0:`rip`, with DS = `data_segment` if given.
+fn real_mode_vcpu(
+    vm: i32,
+    id: u64,
+    mmap_size: usize,
+    rip: u64,
+    data_segment: Option<u16>,
+) -> (i32, &'static mut [u8]) {
+    let vcpu = checked("KVM_CREATE_VCPU", ioctl(vm, KVM_CREATE_VCPU, id)) as i32;
+    // SAFETY: Maps the vCPU's run pages, as KVM documents.
+    let run_map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            mmap_size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            vcpu,
+            0,
+        )
+    };
+    if run_map == libc::MAP_FAILED {
+        fail(&format!(
+            "mmap vcpu {id}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: The mapping is `mmap_size` bytes, readable and writable, is
+    // never unmapped, and only this thread touches it between KVM_RUNs.
+    let run_page = unsafe { std::slice::from_raw_parts_mut(run_map as *mut u8, mmap_size) };
+    let mut sregs: kvm_sregs = get(vcpu, KVM_GET_SREGS, "KVM_GET_SREGS");
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    if let Some(segment) = data_segment {
+        sregs.ds.base = u64::from(segment) << 4;
+        sregs.ds.selector = segment;
+    }
+    set(vcpu, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
+    let mut regs: kvm_regs = get(vcpu, KVM_GET_REGS, "KVM_GET_REGS");
+    regs.rip = rip;
+    regs.rflags = 0x2;
+    set(vcpu, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+    (vcpu, run_page)
+}
+
 fn main() {
     let device = std::env::args().nth(1).unwrap_or_else(|| "/dev/kvm".into());
     let path = CString::new(device.clone()).unwrap();
@@ -237,33 +282,7 @@ fn main() {
         "KVM_SET_USER_MEMORY_REGION",
     );
 
-    let vcpu = checked("KVM_CREATE_VCPU", ioctl(vm, KVM_CREATE_VCPU, 0)) as i32;
-    // SAFETY: Maps the vCPU's run pages, as KVM documents (api.rst 4.5).
-    let run_map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            mmap_size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            vcpu,
-            0,
-        )
-    };
-    if run_map == libc::MAP_FAILED {
-        fail(&format!("mmap vcpu: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: The mapping is `mmap_size` bytes, readable and writable, and
-    // stays mapped for the rest of the program.
-    let run_page = unsafe { std::slice::from_raw_parts_mut(run_map as *mut u8, mmap_size) };
-
-    let mut sregs: kvm_sregs = get(vcpu, KVM_GET_SREGS, "KVM_GET_SREGS");
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    set(vcpu, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
-    let mut regs: kvm_regs = get(vcpu, KVM_GET_REGS, "KVM_GET_REGS");
-    regs.rip = CODE;
-    regs.rflags = 0x2;
-    set(vcpu, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+    let (vcpu, run_page) = real_mode_vcpu(vm, 0, mmap_size, CODE, None);
     set_cpuid_leaf0(vcpu);
     check_msrs(vcpu);
     check_fpu(vcpu);
@@ -431,34 +450,8 @@ fn bench(vm: i32, mem: *mut u8, mmap_size: usize, n: u32) {
         // vCPU 0 ran the smoke test; each loop gets its own, so that none
         // inherits another's state (pending completions, registers).
         let id = index as u64 + 1;
-        let vcpu = checked("KVM_CREATE_VCPU", ioctl(vm, KVM_CREATE_VCPU, id)) as i32;
-        // SAFETY: As for the first vCPU's run pages.
-        let run_map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                mmap_size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                vcpu,
-                0,
-            )
-        };
-        if run_map == libc::MAP_FAILED {
-            fail("mmap bench vcpu");
-        }
-        // SAFETY: The mapping is `mmap_size` bytes, readable and writable,
-        // and stays mapped; only this thread touches it between KVM_RUNs.
-        let run_page = unsafe { std::slice::from_raw_parts_mut(run_map as *mut u8, mmap_size) };
-        let mut sregs: kvm_sregs = get(vcpu, KVM_GET_SREGS, "KVM_GET_SREGS");
-        sregs.cs.base = 0;
-        sregs.cs.selector = 0;
-        sregs.ds.base = u64::from(MMIO_SEGMENT) << 4;
-        sregs.ds.selector = MMIO_SEGMENT;
-        set(vcpu, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
-        let mut regs: kvm_regs = get(vcpu, KVM_GET_REGS, "KVM_GET_REGS");
-        regs.rip = BENCH_CODE as u64;
-        regs.rflags = 0x2;
-        set(vcpu, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+        let (vcpu, run_page) =
+            real_mode_vcpu(vm, id, mmap_size, BENCH_CODE as u64, Some(MMIO_SEGMENT));
         let (mut runs, start) = (0u64, now_ns());
         loop {
             checked("KVM_RUN", ioctl(vcpu, KVM_RUN, 0));
