@@ -15,3 +15,4 @@ pub mod cpuid;
 pub mod x86;
 pub mod regs;
 pub mod vcpu;
+pub mod irqchip;
