@@ -38,6 +38,7 @@ include!("../hv-core/src/modules.rs");
 mod kmem;
 mod svm_hw;
 mod system;
+mod user_copy;
 mod vcpu_file;
 mod vm_file;
 

@@ -245,9 +245,14 @@ pub(crate) fn asid_count() -> u32 {
 
 /// CPUID leaf `leaf` (subleaf 0) of the current CPU.
 fn cpuid(leaf: u32) -> core::arch::x86_64::CpuidResult {
+    cpuid_count(leaf, 0)
+}
+
+/// CPUID leaf `leaf`, subleaf `subleaf`, of the current CPU.
+pub(crate) fn cpuid_count(leaf: u32, subleaf: u32) -> core::arch::x86_64::CpuidResult {
     // SAFETY: CPUID is always available on x86_64 and has no side effect.
     #[allow(unused_unsafe)]
     unsafe {
-        core::arch::x86_64::__cpuid(leaf)
+        core::arch::x86_64::__cpuid_count(leaf, subleaf)
     }
 }

@@ -6,16 +6,21 @@
 
 use crate::{
     kvm_api::constants::{
-        KVM_CAP_DESTROY_MEMORY_REGION_WORKS, KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_INTERNAL_ERROR_DATA,
-        KVM_CAP_MAX_VCPUS, KVM_CAP_MAX_VCPU_ID, KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS,
-        KVM_CAP_READONLY_MEM, KVM_CAP_SET_IDENTITY_MAP_ADDR, KVM_CAP_SET_TSS_ADDR,
-        KVM_CAP_USER_MEMORY,
+        KVM_CAP_DESTROY_MEMORY_REGION_WORKS, KVM_CAP_EXT_CPUID, KVM_CAP_EXT_EMUL_CPUID,
+        KVM_CAP_GET_MSR_FEATURES, KVM_CAP_GET_TSC_KHZ, KVM_CAP_IMMEDIATE_EXIT,
+        KVM_CAP_INTERNAL_ERROR_DATA, KVM_CAP_MAX_VCPUS, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MP_STATE,
+        KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_READONLY_MEM,
+        KVM_CAP_SET_IDENTITY_MAP_ADDR, KVM_CAP_SET_TSS_ADDR, KVM_CAP_USER_MEMORY, KVM_CAP_XCRS,
     },
-    kvm_api::{self, ioctl::Ioctl},
-    vm_file::{classify_ioctl, Vm, MAX_MEMSLOTS, MAX_VCPUS},
+    kvm_api::{self, decode, ioctl::Ioctl, layout},
+    supported_cpuid::{self, SupportedCpuidConfig},
+    svm_hw,
+    user_copy::{read_user_entries, read_user_header, write_user_bytes},
+    vm_file::{classify_ioctl, kvm_error, Vm, MAX_MEMSLOTS, MAX_VCPUS},
     Host,
 };
 use kernel::{
+    alloc::KVec,
     anon_inode, bindings, c_str,
     file_ops::FileOps,
     miscdevice::MiscDevice,
@@ -30,7 +35,7 @@ pub(crate) const KVM_API_VERSION: isize = 12;
 /// with KVM's meaning of each answer (a limit, or 1 for "supported").
 /// Everything else answers 0, so a VMM takes its fallback instead of
 /// meeting a missing ioctl later: no in-kernel irqchip, PIT, irqfd or
-/// ioeventfd, no CPUID/MSR/FPU/XCR ioctls, no dirty logging yet.
+/// ioeventfd, no KVM_GET/SET_XSAVE or vCPU events, no dirty logging yet.
 pub(crate) fn check_extension(cap: usize) -> isize {
     let Ok(cap) = u32::try_from(cap) else {
         return 0;
@@ -48,6 +53,14 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         KVM_CAP_INTERNAL_ERROR_DATA => 1,
         KVM_CAP_NR_VCPUS | KVM_CAP_MAX_VCPUS | KVM_CAP_MAX_VCPU_ID => MAX_VCPUS as isize,
         KVM_CAP_NR_MEMSLOTS => MAX_MEMSLOTS as isize,
+        // KVM_GET_SUPPORTED_CPUID, KVM_GET_EMULATED_CPUID (empty: nothing
+        // is emulated beyond what is supported), KVM_GET_MSR_FEATURE_INDEX_LIST
+        // (empty: no feature MSRs), KVM_GET_TSC_KHZ.
+        KVM_CAP_EXT_CPUID | KVM_CAP_EXT_EMUL_CPUID | KVM_CAP_GET_MSR_FEATURES => 1,
+        KVM_CAP_GET_TSC_KHZ => 1,
+        // KVM_GET/SET_MP_STATE (RUNNABLE only until the in-kernel LAPIC)
+        // and KVM_GET/SET_XCRS.
+        KVM_CAP_MP_STATE | KVM_CAP_XCRS => 1,
         _ => 0,
     }
 }
@@ -75,8 +88,92 @@ impl FileOps for SystemFile {
                 let fd = anon_inode::new_fd(c_str!("kvm-vm"), &host.vm_fops, vm)?;
                 Ok(fd as isize)
             }
+            Ioctl::GetSupportedCpuid => get_supported_cpuid(arg),
+            Ioctl::GetEmulatedCpuid => get_emulated_cpuid(arg),
+            Ioctl::GetMsrIndexList => get_msr_list(arg, crate::msr::MSRS_TO_SAVE),
+            Ioctl::GetMsrFeatureIndexList => get_msr_list(arg, &[]),
             // Known to the KVM API, not implemented here.
             _ => Err(EINVAL),
+        }
+    }
+}
+
+/// What this backend implements beyond the hardware, for CPUID.
+pub(crate) fn cpuid_config() -> SupportedCpuidConfig {
+    SupportedCpuidConfig {
+        lapic: false,
+        kvm_features: 0,
+        host_xcr0: kernel::x86::read_xcr0(),
+    }
+}
+
+/// The XCR0 bits a guest may set (KVM_SET_XCRS; the supported CPUID's
+/// leaf 0xD).
+pub(crate) fn guest_xcr0_mask() -> u64 {
+    supported_cpuid::guest_xcr0(cpuid_config().host_xcr0)
+}
+
+/// Writes a `kvm_cpuid2` answer of `entries` to `arg`, with room for `room`.
+pub(crate) fn write_cpuid2(arg: usize, room: u32, entries: &[crate::cpuid::CpuidEntry]) -> Result<isize> {
+    let mut answer = KVec::with_capacity(entries.len(), GFP_KERNEL)?;
+    for entry in entries {
+        answer.push(layout::kvm_cpuid_entry2::from(entry), GFP_KERNEL)?;
+    }
+    let entry_size = <layout::kvm_cpuid_entry2 as kvm_api::wire::Wire>::SIZE;
+    let len = decode::array_bytes(8, entry_size, entries.len() as u32).ok_or(E2BIG)?;
+    let mut bytes = KVec::with_capacity(len, GFP_KERNEL)?;
+    bytes.extend_with(len, 0, GFP_KERNEL)?;
+    let written = decode::encode_cpuid2(room, &answer, &mut bytes).map_err(kvm_error)?;
+    write_user_bytes(arg, bytes.get(..written).ok_or(EINVAL)?)?;
+    Ok(0)
+}
+
+/// KVM_GET_SUPPORTED_CPUID (api.rst 4.46): E2BIG while `nent` is too
+/// small (the header is not written then, as in KVM).
+fn get_supported_cpuid(arg: usize) -> Result<isize> {
+    let header = read_user_header(arg)?;
+    let room = decode::decode_cpuid2_header(decode::CpuidCall::GetSupported, &header)
+        .map_err(kvm_error)?;
+    let mut entries = KVec::with_capacity(64, GFP_KERNEL)?;
+    entries.extend_with(64, crate::cpuid::CpuidEntry::default(), GFP_KERNEL)?;
+    let host = |leaf, subleaf| {
+        let r = svm_hw::cpuid_count(leaf, subleaf);
+        crate::cpuid::CpuidResult { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+    };
+    let n = supported_cpuid::supported_cpuid(&host, &cpuid_config(), &mut entries)
+        .map_err(|_| E2BIG)?;
+    write_cpuid2(arg, room, entries.get(..n).ok_or(EINVAL)?)
+}
+
+/// KVM_GET_EMULATED_CPUID (api.rst 4.88): nothing is emulated beyond
+/// the supported list; KVM's padding check on the caller's entries
+/// still applies.
+fn get_emulated_cpuid(arg: usize) -> Result<isize> {
+    let header = read_user_header(arg)?;
+    let room = decode::decode_cpuid2_header(decode::CpuidCall::GetSupported, &header)
+        .map_err(kvm_error)?;
+    let entry_size = <layout::kvm_cpuid_entry2 as kvm_api::wire::Wire>::SIZE;
+    let given = read_user_entries(arg, header.len(), entry_size, room)?;
+    decode::check_emulated_cpuid_padding(&given, room).map_err(kvm_error)?;
+    write_cpuid2(arg, room, &[])
+}
+
+/// KVM_GET_MSR_INDEX_LIST / KVM_GET_MSR_FEATURE_INDEX_LIST (api.rst 4.3):
+/// the count is written back even when it is too large for the room
+/// (E2BIG), so that userspace learns the size it needs.
+fn get_msr_list(arg: usize, indices: &[u32]) -> Result<isize> {
+    let mut header = [0u8; 4];
+    kernel::uaccess::UserSlice::new(arg, header.len())
+        .reader()
+        .read_slice(&mut header)?;
+    let room = decode::decode_msr_list_header(&header).map_err(kvm_error)?;
+    let mut bytes = KVec::with_capacity(4 + 4 * indices.len(), GFP_KERNEL)?;
+    bytes.extend_with(4 + 4 * indices.len(), 0, GFP_KERNEL)?;
+    match decode::encode_msr_list(room, indices, &mut bytes) {
+        Ok(written) => write_user_bytes(arg, bytes.get(..written).ok_or(EINVAL)?).map(|()| 0),
+        Err(e) => {
+            write_user_bytes(arg, bytes.get(..4).ok_or(EINVAL)?)?;
+            Err(kvm_error(e))
         }
     }
 }

@@ -11,6 +11,8 @@
 
 use crate::{
     kmem::{SvmVcpuBox, UserGuestMemory},
+    kvm_api::wire::Wire,
+    user_copy::{read_user, read_user_entries, read_user_header, write_user},
     kvm_api::{self, decode, ioctl::Ioctl, layout, run},
     regs, svm, svm_hw, vcpu,
     vm_file::{classify_ioctl, kvm_error, Vm},
@@ -319,51 +321,22 @@ impl Vcpu {
     }
 }
 
-/// Reads a `T` from user address `arg`.
-fn read_user<T: kvm_api::wire::Wire>(arg: usize) -> Result<T> {
-    let mut bytes = [0u8; 512];
-    let bytes = bytes.get_mut(..T::SIZE).ok_or(EINVAL)?;
-    UserSlice::new(arg, T::SIZE).reader().read_slice(bytes)?;
-    decode::decode(bytes).map_err(kvm_error)
-}
-
-/// Writes `value` to user address `arg`.
-fn write_user<T: kvm_api::wire::Wire>(arg: usize, value: &T) -> Result {
-    let mut bytes = [0u8; 512];
-    let bytes = bytes.get_mut(..T::SIZE).ok_or(EINVAL)?;
-    decode::encode(value, bytes).map_err(kvm_error)?;
-    UserSlice::new(arg, T::SIZE).writer().write_slice(bytes)
-}
-
-/// The 8-byte header (`nent`/`nmsrs` and padding) of `kvm_cpuid2` and
-/// `kvm_msrs`, whose checked decoders give the entry count.
-fn read_user_header(arg: usize) -> Result<[u8; 8]> {
-    let mut header = [0u8; 8];
-    UserSlice::new(arg, header.len())
-        .reader()
-        .read_slice(&mut header)?;
-    Ok(header)
-}
-
-/// Reads `count` entries of `entry_size` bytes after a `header_size`-byte
-/// header at user address `arg` into a new buffer (sizes come from
-/// hv-core's checked decoders, so the product cannot overflow a page
-/// count KVM would accept).
-fn read_user_entries(
-    arg: usize,
-    header_size: usize,
-    entry_size: usize,
-    count: u32,
-) -> Result<KVec<u8>> {
-    let len = (count as usize).checked_mul(entry_size).ok_or(E2BIG)?;
-    let mut bytes = KVec::with_capacity(len, flags::GFP_KERNEL)?;
-    bytes.extend_with(len, 0, flags::GFP_KERNEL)?;
-    let start = arg.checked_add(header_size).ok_or(EFAULT)?;
-    UserSlice::new(start, len).reader().read_slice(&mut bytes)?;
-    Ok(bytes)
-}
-
 impl Vcpu {
+    /// KVM_GET_CPUID2: the table KVM_SET_CPUID2 set (E2BIG if `nent` is
+    /// too small, with nothing written, as in KVM).
+    fn get_cpuid2(&self, arg: usize) -> Result<isize> {
+        let header_bytes = read_user_header(arg)?;
+        let room = decode::decode_cpuid2_header(decode::CpuidCall::GetVcpu, &header_bytes)
+            .map_err(kvm_error)?;
+        let inner = self.inner.lock();
+        let mut entries = KVec::with_capacity(inner.state.cpuid().entries().len(), flags::GFP_KERNEL)?;
+        for entry in inner.state.cpuid().entries() {
+            entries.push(*entry, flags::GFP_KERNEL)?;
+        }
+        drop(inner);
+        crate::system::write_cpuid2(arg, room, &entries)
+    }
+
     /// KVM_SET_CPUID2 (api.rst 4.73): the guest's CPUID table.
     fn set_cpuid2(&self, arg: usize) -> Result<isize> {
         let header_bytes = read_user_header(arg)?;
@@ -511,6 +484,38 @@ impl FileOps for VcpuFile {
             Ioctl::SetFpu => vcpu.fpu(arg, true),
             Ioctl::GetMsrs => vcpu.msrs(arg, false),
             Ioctl::SetMsrs => vcpu.msrs(arg, true),
+            Ioctl::GetCpuid2 => vcpu.get_cpuid2(arg),
+            Ioctl::GetXcrs => {
+                let xcr0 = vcpu.inner.lock().guest_xcr0;
+                let mut xcrs = layout::kvm_xcrs::ZERO;
+                xcrs.nr_xcrs = 1;
+                xcrs.xcrs[0] = layout::kvm_xcr { xcr: 0, reserved: 0, value: xcr0 };
+                write_user(arg, &xcrs).map(|()| 0)
+            }
+            Ioctl::SetXcrs => {
+                let mut bytes = [0u8; layout::kvm_xcrs::SIZE];
+                UserSlice::new(arg, bytes.len()).reader().read_slice(&mut bytes)?;
+                let xcr0 = decode::decode_xcrs(&bytes, crate::system::guest_xcr0_mask())
+                    .map_err(kvm_error)?;
+                if let Some(xcr0) = xcr0 {
+                    vcpu.inner.lock().guest_xcr0 = xcr0;
+                }
+                Ok(0)
+            }
+            // Without the in-kernel LAPIC a vCPU is always runnable: HLT
+            // is an exit to userspace, and there is no INIT/SIPI.
+            Ioctl::GetMpState => {
+                let state = layout::kvm_mp_state { mp_state: decode::MpState::Runnable.to_raw() };
+                write_user(arg, &state).map(|()| 0)
+            }
+            Ioctl::SetMpState => {
+                let mut bytes = [0u8; layout::kvm_mp_state::SIZE];
+                UserSlice::new(arg, bytes.len()).reader().read_slice(&mut bytes)?;
+                decode::decode_mp_state(&bytes, false).map_err(kvm_error)?;
+                Ok(0)
+            }
+            // The guest's TSC runs at the host's rate (offset only).
+            Ioctl::GetTscKhz => Ok(kernel::x86::tsc_khz() as isize),
             _ => Err(EINVAL),
         }
     }

@@ -375,6 +375,8 @@ impl FileOps for VmFile {
             // (api.rst 4.39, 4.57); an SVM guest never uses them. KVM takes
             // them on AMD too, so VMMs call them unconditionally.
             Ioctl::SetTssAddr | Ioctl::SetIdentityMapAddr => Ok(0),
+            // New vCPUs' TSC runs at the host's rate (offset only).
+            Ioctl::GetTscKhz => Ok(kernel::x86::tsc_khz() as isize),
             // Known to the KVM API but not implemented here (yet): the
             // capabilities that announce them answer 0.
             _ => Err(ENOTTY),

@@ -229,6 +229,23 @@ impl From<&crate::kvm_api::layout::kvm_cpuid_entry2> for CpuidEntry {
     }
 }
 
+impl From<&CpuidEntry> for crate::kvm_api::layout::kvm_cpuid_entry2 {
+    /// An entry of a KVM_GET_SUPPORTED_CPUID or KVM_GET_CPUID2 answer
+    /// (zero padding, as KVM writes it).
+    fn from(entry: &CpuidEntry) -> Self {
+        Self {
+            function: entry.function,
+            index: entry.index,
+            flags: entry.flags,
+            eax: entry.eax,
+            ebx: entry.ebx,
+            ecx: entry.ecx,
+            edx: entry.edx,
+            padding: [0; 3],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

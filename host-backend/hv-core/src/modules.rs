@@ -16,3 +16,4 @@ pub mod x86;
 pub mod regs;
 pub mod vcpu;
 pub mod irqchip;
+pub mod supported_cpuid;

@@ -307,6 +307,28 @@ fn context_msr_of(msr: u32) -> Option<ContextMsr> {
     })
 }
 
+/// KVM_GET_MSR_INDEX_LIST (api.rst 4.3): the MSRs a VMM saves and
+/// restores with KVM_GET/SET_MSRS to migrate a vCPU; every one is read and
+/// written by [`read_msr`]/[`write_msr`].  EFER and the FS/GS bases travel
+/// in KVM_GET/SET_SREGS and are not listed, as in KVM.
+pub const MSRS_TO_SAVE: &[u32] = &[
+    MSR_IA32_SYSENTER_CS,
+    MSR_IA32_SYSENTER_ESP,
+    MSR_IA32_SYSENTER_EIP,
+    MSR_STAR,
+    MSR_CSTAR,
+    MSR_KERNEL_GS_BASE,
+    MSR_SYSCALL_MASK,
+    MSR_LSTAR,
+    MSR_IA32_TSC,
+    MSR_TSC_AUX,
+    MSR_IA32_TSC_ADJUST,
+    MSR_IA32_CR_PAT,
+    MSR_IA32_MISC_ENABLE,
+    MSR_MTRRdefType,
+    MSR_IA32_APICBASE,
+];
+
 /// Reads `msr`.  `host_tsc` is the host's TSC now.
 pub fn read_msr(
     vcpu: &impl VendorVcpu,
@@ -417,6 +439,17 @@ pub fn write_msr(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_msr_to_save_round_trips_from_the_host() {
+        let (mut vcpu, mut state) = (vcpu(), GuestMsrs::RESET);
+        for &msr in MSRS_TO_SAVE {
+            let value = read_msr(&*vcpu, &state, msr, 1000).unwrap_or_else(|e| panic!("{msr:#x}: {e:?}"));
+            write_msr(&mut *vcpu, &mut state, &FEATURES, msr, value, 1000, MsrOrigin::Host)
+                .unwrap_or_else(|e| panic!("{msr:#x}: {e:?}"));
+            assert_eq!(read_msr(&*vcpu, &state, msr, 1000), Ok(value), "{msr:#x}");
+        }
+    }
     use crate::svm::{SvmFeatures, SvmVcpu, VmcbAddresses};
 
     const FEATURES: MsrFeatures = MsrFeatures {

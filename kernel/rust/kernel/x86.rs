@@ -71,6 +71,15 @@ pub fn tsc_invariant_and_stable() -> bool {
     unsafe { bindings::x86_tsc_invariant_and_stable() }
 }
 
+/// The TSC frequency in kHz as the kernel calibrated it (`tsc_khz`), or 0
+/// if it has none.
+pub fn tsc_khz() -> u32 {
+    // SAFETY: `tsc_khz` is written during boot and by TSC refinement (a
+    // single aligned word); a racy read yields either value, as C's plain
+    // reads of it do.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(bindings::tsc_khz)) }
+}
+
 /// Whether the kernel's own kvm-clock driver has registered the kvmclock
 /// areas (it owns the `MSR_KVM_SYSTEM_TIME*` MSRs then).
 pub fn kvmclock_in_use() -> bool {
