@@ -9,8 +9,8 @@ use crate::{
         KVM_CAP_DESTROY_MEMORY_REGION_WORKS, KVM_CAP_EXT_CPUID, KVM_CAP_EXT_EMUL_CPUID,
         KVM_CAP_GET_MSR_FEATURES, KVM_CAP_GET_TSC_KHZ, KVM_CAP_IMMEDIATE_EXIT,
         KVM_CAP_INTERNAL_ERROR_DATA, KVM_CAP_MAX_VCPUS, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MP_STATE,
-        KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_READONLY_MEM,
-        KVM_CAP_SET_IDENTITY_MAP_ADDR, KVM_CAP_SET_TSS_ADDR, KVM_CAP_USER_MEMORY, KVM_CAP_XCRS,
+        KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_READONLY_MEM, KVM_CAP_SET_IDENTITY_MAP_ADDR,
+        KVM_CAP_SET_TSS_ADDR, KVM_CAP_USER_MEMORY, KVM_CAP_XCRS,
     },
     kvm_api::{self, decode, ioctl::Ioctl, layout},
     supported_cpuid::{self, SupportedCpuidConfig},
@@ -114,7 +114,11 @@ pub(crate) fn guest_xcr0_mask() -> u64 {
 }
 
 /// Writes a `kvm_cpuid2` answer of `entries` to `arg`, with room for `room`.
-pub(crate) fn write_cpuid2(arg: usize, room: u32, entries: &[crate::cpuid::CpuidEntry]) -> Result<isize> {
+pub(crate) fn write_cpuid2(
+    arg: usize,
+    room: u32,
+    entries: &[crate::cpuid::CpuidEntry],
+) -> Result<isize> {
     let mut answer = KVec::with_capacity(entries.len(), GFP_KERNEL)?;
     for entry in entries {
         answer.push(layout::kvm_cpuid_entry2::from(entry), GFP_KERNEL)?;
@@ -138,7 +142,12 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
     entries.extend_with(64, crate::cpuid::CpuidEntry::default(), GFP_KERNEL)?;
     let host = |leaf, subleaf| {
         let r = svm_hw::cpuid_count(leaf, subleaf);
-        crate::cpuid::CpuidResult { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+        crate::cpuid::CpuidResult {
+            eax: r.eax,
+            ebx: r.ebx,
+            ecx: r.ecx,
+            edx: r.edx,
+        }
     };
     let n = supported_cpuid::supported_cpuid(&host, &cpuid_config(), &mut entries)
         .map_err(|_| E2BIG)?;

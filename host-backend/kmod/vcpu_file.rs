@@ -12,9 +12,10 @@
 use crate::{
     kmem::{SvmVcpuBox, UserGuestMemory},
     kvm_api::wire::Wire,
-    user_copy::{read_user, read_user_entries, read_user_header, write_user},
     kvm_api::{self, decode, ioctl::Ioctl, layout, run},
-    regs, svm, svm_hw, vcpu,
+    regs, svm, svm_hw,
+    user_copy::{read_user, read_user_entries, read_user_header, write_user},
+    vcpu,
     vm_file::{classify_ioctl, kvm_error, Vm},
 };
 use core::sync::atomic::{AtomicI32, Ordering};
@@ -329,7 +330,8 @@ impl Vcpu {
         let room = decode::decode_cpuid2_header(decode::CpuidCall::GetVcpu, &header_bytes)
             .map_err(kvm_error)?;
         let inner = self.inner.lock();
-        let mut entries = KVec::with_capacity(inner.state.cpuid().entries().len(), flags::GFP_KERNEL)?;
+        let mut entries =
+            KVec::with_capacity(inner.state.cpuid().entries().len(), flags::GFP_KERNEL)?;
         for entry in inner.state.cpuid().entries() {
             entries.push(*entry, flags::GFP_KERNEL)?;
         }
@@ -489,12 +491,18 @@ impl FileOps for VcpuFile {
                 let xcr0 = vcpu.inner.lock().guest_xcr0;
                 let mut xcrs = layout::kvm_xcrs::ZERO;
                 xcrs.nr_xcrs = 1;
-                xcrs.xcrs[0] = layout::kvm_xcr { xcr: 0, reserved: 0, value: xcr0 };
+                xcrs.xcrs[0] = layout::kvm_xcr {
+                    xcr: 0,
+                    reserved: 0,
+                    value: xcr0,
+                };
                 write_user(arg, &xcrs).map(|()| 0)
             }
             Ioctl::SetXcrs => {
                 let mut bytes = [0u8; layout::kvm_xcrs::SIZE];
-                UserSlice::new(arg, bytes.len()).reader().read_slice(&mut bytes)?;
+                UserSlice::new(arg, bytes.len())
+                    .reader()
+                    .read_slice(&mut bytes)?;
                 let xcr0 = decode::decode_xcrs(&bytes, crate::system::guest_xcr0_mask())
                     .map_err(kvm_error)?;
                 if let Some(xcr0) = xcr0 {
@@ -505,12 +513,16 @@ impl FileOps for VcpuFile {
             // Without the in-kernel LAPIC a vCPU is always runnable: HLT
             // is an exit to userspace, and there is no INIT/SIPI.
             Ioctl::GetMpState => {
-                let state = layout::kvm_mp_state { mp_state: decode::MpState::Runnable.to_raw() };
+                let state = layout::kvm_mp_state {
+                    mp_state: decode::MpState::Runnable.to_raw(),
+                };
                 write_user(arg, &state).map(|()| 0)
             }
             Ioctl::SetMpState => {
                 let mut bytes = [0u8; layout::kvm_mp_state::SIZE];
-                UserSlice::new(arg, bytes.len()).reader().read_slice(&mut bytes)?;
+                UserSlice::new(arg, bytes.len())
+                    .reader()
+                    .read_slice(&mut bytes)?;
                 decode::decode_mp_state(&bytes, false).map_err(kvm_error)?;
                 Ok(0)
             }
