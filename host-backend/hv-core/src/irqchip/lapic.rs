@@ -23,6 +23,26 @@
 //! [`Lapic::acknowledge`].  Nothing here kicks a vCPU: the caller checks
 //! the LAPIC after every call that can raise something.
 //!
+//! # Who calls what
+//!
+//! - The VM's router, for each message (an IPI a [`DeviceEnv`] got from
+//!   `send_apic_message` because of an ICR write, an IOAPIC entry, an
+//!   MSI): [`Lapic::matches_destination`] on every LAPIC, then
+//!   [`Lapic::accept`] on the matching one(s); for lowest priority it
+//!   picks one by [`Lapic::arbitration_priority`].  The env must queue a
+//!   message sent during a call and route it after the call returns: the
+//!   sender may be among the destinations.
+//! - The vCPU loop, before each entry: [`Lapic::take_init`],
+//!   [`Lapic::take_sipi`], [`Lapic::take_nmi`], [`Lapic::take_extint`]
+//!   (then the PIC's vector), [`Lapic::highest_deliverable_vector`] and,
+//!   once injected, [`Lapic::acknowledge`]; CR8 through [`Lapic::cr8`] /
+//!   [`Lapic::set_cr8`]; RDMSR/WRMSR of IA32_APIC_BASE
+//!   ([`Lapic::set_apic_base`]), 0x800-0x8ff and IA32_TSC_DEADLINE; the
+//!   xAPIC page through [`IoDevice`].
+//! - The backend's timer for `TimerId::Lapic(index)`:
+//!   [`Lapic::timer_fired`].  KVM_GET/SET_LAPIC: [`Lapic::to_kvm_state`],
+//!   [`Lapic::set_from_kvm_state`].
+//!
 //! # Choices and differences from KVM
 //!
 //! - Version 0x14 with six LVT entries (no CMCI), so the version register
@@ -52,6 +72,11 @@
 //! - At reset the BSP's LINT0 is ExtINT and unmasked, as KVM's default
 //!   `KVM_X86_QUIRK_LINT0_REENABLED` leaves it; every other LVT entry is
 //!   masked.
+//! - Leaving x2APIC mode clears the LDR and the ICR destination bits
+//!   xAPIC does not have (KVM keeps the x2APIC values in the page).
+//! - [`Lapic::highest_deliverable_vector`] offers nothing while the APIC
+//!   is software-disabled (SDM 11.4.7.2 holds pending interrupts); KVM
+//!   still delivers what IRR held when SVR was cleared.
 //! - Pending SIPIs are recorded whatever the vCPU's state: whether it
 //!   waits for SIPI is the vCPU loop's to know, and it drops the SIPI
 //!   otherwise (as `kvm_apic_accept_events`).
@@ -363,6 +388,11 @@ fn delivery_mode_of(register: u32) -> Option<DeliveryMode> {
     })
 }
 
+/// Whether an LINT entry passes the 8259's INTR through (ExtINT, unmasked).
+fn is_unmasked_extint(lvt: u32) -> bool {
+    lvt & LVT_MASKED == 0 && lvt & LVT_MODE_MASK == LVT_MODE_EXTINT
+}
+
 /// The x2APIC logical id: cluster (id bits 19:4) in 31:16, one bit of
 /// 16 for id bits 3:0 (SDM 11.12.10.2).
 fn x2apic_ldr(x2apic_id: u32) -> u32 {
@@ -570,6 +600,12 @@ impl Lapic {
         self.apic_base = value;
         let new_mode = self.mode();
         if new_mode != old_mode {
+            if old_mode == ApicMode::X2Apic {
+                // The x2APIC LDR and ICR destination mean nothing in
+                // xAPIC format; drop what does not fit it.
+                self.ldr = 0;
+                self.icr_high &= ICR2_XAPIC_MASK;
+            }
             match new_mode {
                 ApicMode::X2Apic => self.ldr = x2apic_ldr(self.vcpu_index),
                 ApicMode::XApic => self.xapic_id = self.vcpu_index as u8,
@@ -688,19 +724,15 @@ impl Lapic {
         if !self.hardware_enabled() {
             return self.lint_level[0];
         }
-        let pin_is_extint = |lvt: u32, level: bool| {
-            level && lvt & LVT_MASKED == 0 && lvt & LVT_MODE_MASK == LVT_MODE_EXTINT
-        };
-        pin_is_extint(self.lvt_lint0, self.lint_level[0])
-            || pin_is_extint(self.lvt_lint1, self.lint_level[1])
+        (self.lint_level[0] && is_unmasked_extint(self.lvt_lint0))
+            || (self.lint_level[1] && is_unmasked_extint(self.lvt_lint1))
     }
 
     /// Whether the PIC's interrupts reach this vCPU at all (KVM
     /// `kvm_apic_accept_pic_intr`): hardware-disabled, or LINT0 unmasked
     /// in ExtINT mode.
     pub fn accepts_pic_interrupts(&self) -> bool {
-        !self.hardware_enabled()
-            || (self.lvt_lint0 & LVT_MASKED == 0 && self.lvt_lint0 & LVT_MODE_MASK == LVT_MODE_EXTINT)
+        !self.hardware_enabled() || is_unmasked_extint(self.lvt_lint0)
     }
 
     // ---- acceptance -----------------------------------------------------
@@ -1241,8 +1273,8 @@ impl Lapic {
     fn current_count(&self, now_ns: u64) -> u32 {
         let counting = matches!(self.timer_mode(), TimerMode::OneShot | TimerMode::Periodic);
         let period = self.timer_period_ns;
-        let (true, Some(deadline)) = (counting && self.initial_count != 0 && period != 0, self.timer_deadline_ns)
-        else {
+        let running = counting && self.initial_count != 0 && period != 0;
+        let (true, Some(deadline)) = (running, self.timer_deadline_ns) else {
             return 0;
         };
         let remaining = deadline.saturating_sub(now_ns);
@@ -1361,12 +1393,17 @@ impl Lapic {
 
     /// KVM_SET_LAPIC: installs the image (IA32_APIC_BASE is restored
     /// separately, before) and restarts the timer from the image's
-    /// current count.  Values go through the masks of guest writes; in
+    /// current count.  Values go through the masks of guest writes (LVT
+    /// entries are not forced masked under a software-disabled SVR); in
     /// x2APIC mode the ID and LDR of the image are ignored, as KVM
     /// without `KVM_CAP_X2APIC_API`.  A TSC-deadline timer keeps its
     /// deadline (restored through the MSR).  Pending NMI/INIT/SIPI are
     /// not part of the image (KVM_SET_VCPU_EVENTS) and are left alone.
-    pub fn set_from_kvm_state(&mut self, env: &mut dyn DeviceEnv, regs: &[u8; KVM_APIC_REG_SIZE]) {
+    pub fn set_from_kvm_state(
+        &mut self,
+        env: &mut dyn DeviceEnv,
+        regs: &[u8; KVM_APIC_REG_SIZE],
+    ) {
         let get = |offset: u32| register_at(regs, offset);
         let old_mode = self.timer_mode();
         let old_deadline = self.timer_deadline_ns;
@@ -1391,10 +1428,12 @@ impl Lapic {
         self.esr = get(APIC_ESR);
         self.esr_pending = 0;
         self.icr_low = get(APIC_ICR) & !ICR_BUSY;
-        let masked = if self.software_enabled() { 0 } else { LVT_MASKED };
+        // Not forced masked while software-disabled: KVM restores the
+        // entries as they are, and its own reset leaves the BSP's LINT0
+        // unmasked under SVR 0xff.
         for (index, lvt) in ALL_LVTS.iter().enumerate() {
-            let value = (get(APIC_LVTT + 0x10 * index as u32) | masked) & self.lvt_writable_bits(*lvt);
-            *self.lvt_mut(*lvt) = value;
+            let offset = APIC_LVTT + 0x10 * index as u32;
+            *self.lvt_mut(*lvt) = get(offset) & self.lvt_writable_bits(*lvt);
         }
         self.divide_config = get(APIC_TDCR) & TDCR_WRITABLE;
         self.initial_count = get(APIC_TMICT);

@@ -250,6 +250,8 @@ fn apic_base_transitions() {
     let mut data = [0u8; 4];
     lapic.read(&mut env, IoSpace::Mmio, 0xfed0_0020, &mut data).unwrap();
     assert_eq!(u32::from_le_bytes(data), 0x2300_0000, "xAPIC id is the vCPU index again");
+    lapic.read(&mut env, IoSpace::Mmio, 0xfed0_00d0, &mut data).unwrap();
+    assert_eq!(u32::from_le_bytes(data), 0, "the x2APIC LDR is gone");
 
     // The VMM may go straight from x2APIC to xAPIC; without x2APIC in
     // CPUID the bit is reserved.
@@ -694,7 +696,8 @@ fn one_shot_timer() {
 fn divide_configuration() {
     let mut env = RecordingEnv::default();
     let mut lapic = timer_lapic(&mut env, 0x40, 0xb); // divide by 1
-    for (tdcr, divide) in [(0x0, 2), (0x1, 4), (0x2, 8), (0x3, 16), (0x8, 32), (0x9, 64), (0xa, 128), (0xb, 1)] {
+    let divides = [(0x0, 2), (0x1, 4), (0x2, 8), (0x3, 16), (0x8, 32), (0x9, 64), (0xa, 128)];
+    for (tdcr, divide) in divides.into_iter().chain([(0xb, 1)]) {
         write(&mut lapic, &mut env, APIC_TDCR, tdcr);
         write(&mut lapic, &mut env, APIC_TMICT, 100);
         assert_eq!(env.take().last(), Some(&Effect::Timer(TIMER, Some(100 * divide))));
@@ -707,7 +710,8 @@ fn divide_configuration() {
     // The largest count at the largest divide does not overflow.
     write(&mut lapic, &mut env, APIC_TDCR, 0xa);
     write(&mut lapic, &mut env, APIC_TMICT, u32::MAX);
-    assert_eq!(env.take().last(), Some(&Effect::Timer(TIMER, Some(50 + 128 * u64::from(u32::MAX)))));
+    let longest = 50 + 128 * u64::from(u32::MAX);
+    assert_eq!(env.take().last(), Some(&Effect::Timer(TIMER, Some(longest))));
     assert_eq!(read(&mut lapic, &mut env, APIC_TMCCT), u32::MAX);
 }
 
