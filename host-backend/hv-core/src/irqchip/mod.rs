@@ -185,6 +185,8 @@ pub fn u64_to_bytes(value: u64, data: &mut [u8]) {
     }
 }
 
+pub mod pic;
+
 #[cfg(test)]
 pub(crate) mod testenv;
 
