@@ -186,6 +186,8 @@ pub fn u64_to_bytes(value: u64, data: &mut [u8]) {
 }
 
 pub mod lapic;
+pub mod pic;
+pub mod pit;
 
 #[cfg(test)]
 pub(crate) mod testenv;
