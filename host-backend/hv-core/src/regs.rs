@@ -15,19 +15,16 @@
 //! meaningful with an in-kernel irqchip, which this backend does not have
 //! yet: a set bit is refused rather than dropped.
 
+use crate::kvm_api::decode::{check_sregs, SregsError, SregsLimits};
 use crate::kvm_api::layout::{kvm_dtable, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
-use crate::msr::{EFER_LMA, EFER_LME};
-use crate::paging::{CR0_PE, CR0_PG, CR4_PAE};
 use crate::vendor::{Gpr, Segment, SegmentRegister, VendorVcpu};
 
 
 /// Why a register write is refused (all EINVAL for KVM).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegsError {
-    /// EFER.LME/LMA with paging on but CR4.PAE off, or LMA without LME.
-    LongModeWithoutPae,
-    /// CR0.PG without CR0.PE.
-    PagingWithoutProtection,
+    /// `kvm_is_valid_sregs` refuses the control registers or EFER.
+    Invalid(SregsError),
     /// A pending interrupt in `interrupt_bitmap` without an irqchip.
     PendingInterrupt,
 }
@@ -216,28 +213,18 @@ pub fn get_sregs(vcpu: &impl VendorVcpu, apic_base: u64) -> kvm_sregs {
     sregs
 }
 
-/// Checks `sregs` as KVM's `kvm_is_valid_sregs` does (for what this
-/// backend supports), without changing anything.
-pub fn check_sregs(sregs: &kvm_sregs) -> Result<(), RegsError> {
-    if sregs.efer & EFER_LME != 0 && sregs.cr0 & CR0_PG != 0 && sregs.cr4 & CR4_PAE == 0 {
-        return Err(RegsError::LongModeWithoutPae);
-    }
-    if sregs.efer & EFER_LMA != 0 && sregs.efer & EFER_LME == 0 {
-        return Err(RegsError::LongModeWithoutPae);
-    }
-    if sregs.cr0 & CR0_PG != 0 && sregs.cr0 & CR0_PE == 0 {
-        return Err(RegsError::PagingWithoutProtection);
-    }
+/// KVM_SET_SREGS: all or nothing (checked first).  The caller flushes the
+/// guest's TLB afterwards (KVM does, since CR3/CR4/EFER may have changed).
+/// `limits` come from the guest's CPUID ([`crate::vcpu::VcpuState::sregs_limits`]).
+pub fn set_sregs(
+    vcpu: &mut impl VendorVcpu,
+    sregs: &kvm_sregs,
+    limits: &SregsLimits,
+) -> Result<(), RegsError> {
+    check_sregs(sregs, limits).map_err(RegsError::Invalid)?;
     if sregs.interrupt_bitmap.iter().any(|word| *word != 0) {
         return Err(RegsError::PendingInterrupt);
     }
-    Ok(())
-}
-
-/// KVM_SET_SREGS: all or nothing (checked first).  The caller flushes the
-/// guest's TLB afterwards (KVM does, since CR3/CR4/EFER may have changed).
-pub fn set_sregs(vcpu: &mut impl VendorVcpu, sregs: &kvm_sregs) -> Result<(), RegsError> {
-    check_sregs(sregs)?;
     let mut copy = *sregs;
     for register in SEGMENTS {
         if let Some(slot) = sregs_segment(&mut copy, register) {
@@ -250,13 +237,8 @@ pub fn set_sregs(vcpu: &mut impl VendorVcpu, sregs: &kvm_sregs) -> Result<(), Re
     vcpu.set_cr2(sregs.cr2);
     vcpu.set_cr3(sregs.cr3);
     vcpu.set_cr4(sregs.cr4);
-    // LMA follows from LME and CR0.PG (the processor sets it); KVM takes
-    // userspace's value, which must agree (checked above for LMA w/o LME).
-    let mut efer = sregs.efer;
-    if efer & EFER_LME != 0 && sregs.cr0 & CR0_PG != 0 {
-        efer |= EFER_LMA;
-    }
-    vcpu.set_efer(efer);
+    // LMA agrees with LME and CR0.PG (checked above), as KVM requires.
+    vcpu.set_efer(sregs.efer);
     Ok(())
 }
 
@@ -395,20 +377,26 @@ mod tests {
     }
 
     #[test]
-    fn sregs_round_trip_and_lma_follows_lme() {
+    fn sregs_round_trip_in_long_mode() {
         let mut v = vcpu();
         let mut sregs = get_sregs(&*v, 0xfee0_0900);
         assert_eq!(sregs.apic_base, 0xfee0_0900);
         sregs.cr0 = CR0_PE | CR0_PG;
         sregs.cr4 = CR4_PAE;
         sregs.cr3 = 0x9000;
+        // KVM wants LMA with LME and paging, as the processor would set it.
         sregs.efer = EFER_LME;
+        assert_eq!(
+            set_sregs(&mut *v, &sregs, &LIMITS),
+            Err(RegsError::Invalid(SregsError::LongModeWithoutLma))
+        );
+        sregs.efer = EFER_LME | EFER_LMA;
         sregs.cs.l = 1;
         sregs.cs.present = 1;
         sregs.cs.unusable = 0;
         sregs.gdt.base = 0x500;
         sregs.gdt.limit = 0x1f;
-        set_sregs(&mut *v, &sregs).unwrap();
+        set_sregs(&mut *v, &sregs, &LIMITS).unwrap();
         let back = get_sregs(&*v, 0);
         assert_eq!(back.cr3, 0x9000);
         assert_eq!(back.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
@@ -436,6 +424,13 @@ mod tests {
         assert!(!fpu_into_xsave(&fpu, &mut xsave[..512]));
     }
 
+    use crate::msr::{EFER_LMA, EFER_LME};
+    use crate::paging::{CR0_PE, CR0_PG, CR4_PAE};
+
+    /// A guest whose CPUID allows long mode and every CR4 bit.
+    const LIMITS: SregsLimits =
+        SregsLimits { max_phys_addr_bits: 48, cr4_reserved: 0, efer_reserved: 0 };
+
     #[test]
     fn invalid_sregs_change_nothing() {
         let mut v = vcpu();
@@ -443,14 +438,28 @@ mod tests {
         let mut bad = before;
         bad.cr0 = CR0_PG;
         bad.cr3 = 0x1234_5000;
-        assert_eq!(set_sregs(&mut *v, &bad), Err(RegsError::PagingWithoutProtection));
+        assert_eq!(
+            set_sregs(&mut *v, &bad, &LIMITS),
+            Err(RegsError::Invalid(SregsError::Cr0PgWithoutPe))
+        );
         assert_eq!(get_sregs(&*v, 0).cr3, before.cr3);
         let mut bad = before;
         bad.cr0 = CR0_PE | CR0_PG;
         bad.efer = EFER_LME;
-        assert_eq!(set_sregs(&mut *v, &bad), Err(RegsError::LongModeWithoutPae));
+        assert_eq!(
+            set_sregs(&mut *v, &bad, &LIMITS),
+            Err(RegsError::Invalid(SregsError::LongModeWithoutPae))
+        );
+        // A CR4 bit the guest's CPUID leaves reserved (UMIP here).
+        let mut bad = before;
+        bad.cr4 = 1 << 11;
+        let no_umip = SregsLimits { cr4_reserved: 1 << 11, ..LIMITS };
+        assert_eq!(
+            set_sregs(&mut *v, &bad, &no_umip),
+            Err(RegsError::Invalid(SregsError::Cr4Reserved))
+        );
         let mut bad = before;
         bad.interrupt_bitmap[1] = 1;
-        assert_eq!(set_sregs(&mut *v, &bad), Err(RegsError::PendingInterrupt));
+        assert_eq!(set_sregs(&mut *v, &bad, &LIMITS), Err(RegsError::PendingInterrupt));
     }
 }

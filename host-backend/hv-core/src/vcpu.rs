@@ -713,6 +713,57 @@ impl Default for ExitCounters {
 struct CpuModel {
     msr: MsrFeatures,
     paging: PagingFeatures,
+    /// CR4 bits the guest's CPUID leaves reserved (KVM's
+    /// `cr4_guest_rsvd_bits`).
+    cr4_reserved: u64,
+}
+
+/// CR4 bits KVM lets any guest set (the complement of its
+/// `CR4_RESERVED_BITS`): VME PVI TSD DE PSE PAE MCE PGE PCE OSFXSR
+/// OSXMMEXCPT UMIP LA57 VMXE FSGSBASE PCIDE OSXSAVE SMEP SMAP PKE LAM_SUP.
+const CR4_KNOWN_BITS: u64 = 0x1077_3fff | (1 << 28);
+
+/// Where the guest's CPUID lists a feature: leaf (subleaf 0), register
+/// and bit.
+#[derive(Clone, Copy)]
+struct CpuidBit(u32, CpuidRegister, u32);
+
+/// A CR4 bit whose feature the guest's CPUID must list
+/// (`__cr4_reserved_bits`); `None`: reserved on every SVM guest.
+#[derive(Clone, Copy)]
+struct Cr4Feature(u64, Option<CpuidBit>);
+
+const CR4_FEATURES: [Cr4Feature; 10] = [
+    Cr4Feature(1 << 18, Some(CpuidBit(1, CpuidRegister::Ecx, 26))), // OSXSAVE: XSAVE
+    Cr4Feature(1 << 20, Some(CpuidBit(7, CpuidRegister::Ebx, 7))),  // SMEP
+    Cr4Feature(1 << 21, Some(CpuidBit(7, CpuidRegister::Ebx, 20))), // SMAP
+    Cr4Feature(1 << 16, Some(CpuidBit(7, CpuidRegister::Ebx, 0))),  // FSGSBASE
+    Cr4Feature(1 << 22, Some(CpuidBit(7, CpuidRegister::Ecx, 3))),  // PKE: PKU
+    Cr4Feature(1 << 12, Some(CpuidBit(7, CpuidRegister::Ecx, 16))), // LA57
+    Cr4Feature(1 << 11, Some(CpuidBit(7, CpuidRegister::Ecx, 2))),  // UMIP
+    Cr4Feature(1 << 17, Some(CpuidBit(1, CpuidRegister::Ecx, 17))), // PCIDE: PCID
+    // VMXE (`svm_is_valid_cr4`) and LAM_SUP (an Intel feature).
+    Cr4Feature(1 << 13, None),
+    Cr4Feature(1 << 28, None),
+];
+
+/// CR4's reserved bits for a guest whose CPUID lists none of the
+/// features of [`CR4_FEATURES`].
+const fn cr4_reserved_without_features() -> u64 {
+    let mut reserved = !CR4_KNOWN_BITS;
+    let mut i = 0;
+    while i < CR4_FEATURES.len() {
+        reserved |= CR4_FEATURES[i].0;
+        i += 1;
+    }
+    reserved
+}
+
+/// A CPUID output register, to name where a feature bit is.
+#[derive(Clone, Copy)]
+enum CpuidRegister {
+    Ebx,
+    Ecx,
 }
 
 /// `cpuid_query_maxphyaddr`: 36 bits when CPUID 0x8000_0008 is missing.
@@ -734,6 +785,7 @@ impl CpuModel {
             pse36: false,
             gb_pages: false,
         },
+        cr4_reserved: cr4_reserved_without_features(),
     };
 
     fn from_cpuid(table: &GuestCpuid) -> Self {
@@ -744,6 +796,17 @@ impl CpuModel {
         };
         let edx = |entry: &CpuidEntry| entry.edx;
         let ecx = |entry: &CpuidEntry| entry.ecx;
+        let ebx = |entry: &CpuidEntry| entry.ebx;
+        let mut cr4_reserved = !CR4_KNOWN_BITS;
+        for Cr4Feature(cr4_bit, feature) in CR4_FEATURES {
+            let listed = feature.is_some_and(|CpuidBit(leaf, register, position)| match register {
+                CpuidRegister::Ebx => bit(leaf, 0, ebx, position),
+                CpuidRegister::Ecx => bit(leaf, 0, ecx, position),
+            });
+            if !listed {
+                cr4_reserved |= cr4_bit;
+            }
+        }
         let physical_address_bits = table
             .find(0x8000_0008, Some(0))
             .map(|entry| entry.eax as u8)
@@ -764,6 +827,7 @@ impl CpuModel {
                 pse36: bit(1, 0, edx, 17),
                 gb_pages: bit(0x8000_0001, 0, edx, 26),
             },
+            cr4_reserved,
         }
     }
 }
@@ -883,6 +947,16 @@ impl VcpuState {
         MsrFeatures {
             virtual_address_bits: if vcpu.cr4() & CR4_LA57 != 0 { 57 } else { 48 },
             ..self.model.msr
+        }
+    }
+
+    /// What KVM_SET_SREGS checks against (`kvm_is_valid_sregs`), from
+    /// the guest's CPUID.
+    pub fn sregs_limits(&self) -> crate::kvm_api::decode::SregsLimits {
+        crate::kvm_api::decode::SregsLimits {
+            max_phys_addr_bits: self.model.msr.physical_address_bits,
+            cr4_reserved: self.model.cr4_reserved,
+            efer_reserved: !self.model.msr.efer_writable_bits(),
         }
     }
 
