@@ -658,9 +658,11 @@ mod properties {
                 let base = ioapic.base_address();
                 let mut select = [0u8; 4];
                 ioapic.read(&mut env, IoSpace::Mmio, base, &mut select).unwrap();
-                if u32::from_le_bytes(select) == IOAPIC_REG_VERSION {
+                if u32::from_le_bytes(select) == IOAPIC_REG_VERSION
+            && base.checked_add(IOAPIC_MEM_LENGTH).is_some()
+        {
                     let mut version = [0u8; 4];
-                    ioapic.read(&mut env, IoSpace::Mmio, base + 0x10, &mut version).unwrap();
+                    ioapic.read(&mut env, IoSpace::Mmio, base.wrapping_add(0x10), &mut version).unwrap();
                     prop_assert_eq!(u32::from_le_bytes(version), IOAPIC_VERSION_REGISTER);
                 }
                 env.take();
