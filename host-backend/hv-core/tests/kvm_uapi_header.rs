@@ -23,8 +23,9 @@
 //! `asm-generic/errno-base.h`.  No kernel directory is on the include path,
 //! so the libc headers the program also includes stay libc's.
 //!
-//! KVM's internal limits ([`kvm_api::constants::KERNEL_CONSTANTS`] and a
-//! few register bits) are not uapi: their `#define` lines are copied out of
+//! KVM's internal limits ([`kvm_api::constants::KERNEL_CONSTANTS`], the
+//! IOAPIC model's numbers [`irqchip::ioapic::IOAPIC_CONSTANTS`] and a few
+//! register bits) are not uapi: their `#define` lines are copied out of
 //! the kernel sources into the program and evaluated there.
 //!
 //! The kernel tree comes from `PVRS_KERNEL_SRC`, by default
@@ -37,6 +38,7 @@ use std::mem::{align_of, offset_of, size_of};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use hv_core::irqchip::ioapic::{IOAPIC_CONSTANTS, IOAPIC_CONSTANT_SOURCES};
 use hv_core::kvm_api::constants::{KERNEL_CONSTANTS, KERNEL_CONSTANT_SOURCES, LINUX_CONSTANTS};
 use hv_core::kvm_api::decode;
 use hv_core::kvm_api::errno::Errno;
@@ -277,7 +279,12 @@ fn kernel_source() -> PathBuf {
     };
     let missing: Vec<_> = [KVM_H, ASM_KVM_H, MSR_INDEX_H, "Makefile"]
         .into_iter()
-        .chain(KERNEL_CONSTANT_SOURCES.iter().map(|&(_, file)| file))
+        .chain(
+            KERNEL_CONSTANT_SOURCES
+                .iter()
+                .chain(IOAPIC_CONSTANT_SOURCES)
+                .map(|&(_, file)| file),
+        )
         .filter(|file| !tree.join(file).is_file())
         .collect();
     assert!(
@@ -679,6 +686,11 @@ fn crate_layouts() -> Vec<StructLayout> {
             [address_lo, address_hi, data, flags, devid, pad]
         ),
         layout!(
+            kvm_ioapic_state,
+            "struct kvm_ioapic_state",
+            [base_address, ioregsel, id, irr, pad, redirtbl]
+        ),
+        layout!(
             kvm_coalesced_mmio_zone,
             "struct kvm_coalesced_mmio_zone",
             [addr, size, pio]
@@ -749,7 +761,11 @@ fn constant_checks(name: &str, value: u64, bits: u32) -> [Check; 2] {
 
 fn c_program_checks() -> Vec<Check> {
     let mut checks = Vec::new();
-    for &(name, value, bits) in LINUX_CONSTANTS.iter().chain(KERNEL_CONSTANTS) {
+    for &(name, value, bits) in LINUX_CONSTANTS
+        .iter()
+        .chain(KERNEL_CONSTANTS)
+        .chain(IOAPIC_CONSTANTS)
+    {
         checks.extend(constant_checks(name, value, bits));
     }
     for (name, value) in REGISTER_BITS {
@@ -841,7 +857,10 @@ fn c_program(tree: &Path, checks: &[Check]) -> String {
     ));
     program.push_str(&c_include(tree, "include/uapi/asm-generic/errno.h"));
     program.push_str("\n/* KVM's internal limits, copied from its sources. */\n");
-    for &(name, file) in KERNEL_CONSTANT_SOURCES {
+    for &(name, file) in KERNEL_CONSTANT_SOURCES
+        .iter()
+        .chain(IOAPIC_CONSTANT_SOURCES)
+    {
         program.push_str(&copied_define(tree, file, name));
     }
     for name in MSR_INDEX_DEFINES {

@@ -19,6 +19,9 @@
 //! 8259A and 8254 datasheets; Linux `Documentation/virt/kvm/api.rst` 4.24
 //! (KVM_CREATE_IRQCHIP), 4.25 (KVM_IRQ_LINE), 4.57 (KVM_GET/SET_LAPIC).
 
+pub mod ioapic;
+pub mod routing;
+
 /// The address space an access arrived in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoSpace {

@@ -133,6 +133,13 @@ pub enum Error {
     /// KVM_SET_GSI_ROUTING with more than `KVM_MAX_IRQ_ROUTES` entries or a
     /// GSI at or above it (EINVAL).
     TooManyRoutes,
+    /// KVM_SET_GSI_ROUTING routing one GSI twice to the same irqchip, or a
+    /// GSI with a non-irqchip route to anything else as well
+    /// (`setup_routing_entry`) (EINVAL).
+    RouteConflict,
+    /// More routes than a fixed-capacity table of this crate holds: where
+    /// KVM allocates each route, a failed allocation is ENOMEM.
+    TableFull,
     /// A `kvm_run` exit that cannot be described in the shared page (a PIO
     /// transfer larger than the data page, too many data words...): a bug
     /// of the caller, refused instead of writing a truncated exit.
@@ -159,7 +166,9 @@ impl Error {
             | Error::InvalidCapability
             | Error::SignalMaskLength
             | Error::TooManyRoutes
+            | Error::RouteConflict
             | Error::ExitDoesNotFit => Errno::EINVAL,
+            Error::TableFull => Errno::ENOMEM,
         }
     }
 }

@@ -14,7 +14,9 @@
 //! same user buffer and are decoded one by one, see [`super::decode`]).
 //! A C field named `type` is `type_` here.
 
-use super::constants::{KVM_APIC_REG_SIZE, KVM_MAX_XCRS, KVM_NR_INTERRUPTS};
+use super::constants::{
+    KVM_APIC_REG_SIZE, KVM_IOAPIC_NUM_PINS, KVM_MAX_XCRS, KVM_NR_INTERRUPTS,
+};
 use super::wire::{Reader, Wire, Writer};
 
 kvm_struct! {
@@ -507,6 +509,27 @@ kvm_struct! {
     pub struct kvm_lapic_state {
         /// The 1 KiB APIC register page.
         pub regs: [u8; KVM_APIC_REG_SIZE as usize],
+    }
+}
+
+kvm_struct! {
+    /// The IOAPIC member of the `chip` union of `struct kvm_irqchip`
+    /// (KVM_GET_IRQCHIP / KVM_SET_IRQCHIP with `chip_id`
+    /// KVM_IRQCHIP_IOAPIC, api.rst 4.26, 4.27); see
+    /// `irqchip::ioapic::Ioapic::to_kvm_state`.
+    pub struct kvm_ioapic_state {
+        /// The guest-physical address of the MMIO window.
+        pub base_address: u64,
+        /// The register select (IOREGSEL).
+        pub ioregsel: u32,
+        /// The IOAPIC id, bits 3:0 (as IOAPICID bits 27:24 reads it).
+        pub id: u32,
+        /// The asserted input lines, bit per pin.
+        pub irr: u32,
+        /// Padding.
+        pub pad: u32,
+        /// The redirection entries, raw (the C union's `bits`).
+        pub redirtbl: [u64; KVM_IOAPIC_NUM_PINS as usize],
     }
 }
 
