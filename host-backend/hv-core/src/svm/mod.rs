@@ -85,7 +85,9 @@ pub struct SvmVcpu {
     /// The vCPU's ASID state, for [`SvmVcpu::prepare_entry`].
     pub asid: VcpuAsid,
     features: SvmFeatures,
-    /// EFER as the guest sees it (the VMCB's has SVME forced on).
+    /// The EFER the guest last wrote: its SVME bit is the guest's view
+    /// (the VMCB's has SVME forced on); the other bits are the VMCB's,
+    /// which the processor updates (LMA).
     guest_efer: u64,
     tlb_flush_requested: bool,
 }
@@ -301,7 +303,7 @@ impl SvmVcpu {
     }
 
     fn in_64_bit_mode(&self) -> bool {
-        self.guest_efer & EFER_LMA != 0 && self.vmcb.save.cs.attrib & SVM_SELECTOR_L_MASK != 0
+        self.vmcb.save.efer & EFER_LMA != 0 && self.vmcb.save.cs.attrib & SVM_SELECTOR_L_MASK != 0
     }
 }
 
@@ -371,7 +373,11 @@ impl VendorVcpu for SvmVcpu {
     }
 
     fn efer(&self) -> u64 {
-        self.guest_efer
+        // The processor's EFER, which it changes itself (LMA when the
+        // guest turns paging on with LME set, a CR0 write SVM with nested
+        // paging does not intercept), with the guest's own SVME bit in
+        // place of the one VMRUN needs.
+        (self.vmcb.save.efer & !EFER_SVME) | (self.guest_efer & EFER_SVME)
     }
 
     fn set_efer(&mut self, value: u64) {
@@ -676,6 +682,20 @@ mod tests {
         vcpu.set_rip(0xffff_ffff);
         vcpu.skip_instruction(&Exit::Cpuid).unwrap();
         assert_eq!(vcpu.rip(), 0x1_0000_0001);
+    }
+
+    #[test]
+    fn efer_shows_the_lma_the_processor_set() {
+        let mut vcpu = SvmVcpu::new(SvmFeatures::TCG, VmcbAddresses::default());
+        let lme = crate::msr::EFER_LME;
+        vcpu.set_efer(lme);
+        assert_eq!(vcpu.vmcb.save.efer, lme | EFER_SVME);
+        // The guest turns paging on (not intercepted with nested paging):
+        // the processor sets LMA in the VMCB at the next #VMEXIT.
+        vcpu.vmcb.save.efer |= EFER_LMA;
+        assert_eq!(vcpu.efer(), lme | EFER_LMA, "SVME stays hidden");
+        vcpu.vmcb.save.cs.attrib |= SVM_SELECTOR_L_MASK;
+        assert!(vcpu.in_64_bit_mode());
     }
 
     #[test]
