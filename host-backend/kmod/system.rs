@@ -10,7 +10,7 @@ use crate::{
         KVM_CAP_GET_MSR_FEATURES, KVM_CAP_GET_TSC_KHZ, KVM_CAP_IMMEDIATE_EXIT,
         KVM_CAP_INTERNAL_ERROR_DATA, KVM_CAP_MAX_VCPUS, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MP_STATE,
         KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_READONLY_MEM, KVM_CAP_SET_IDENTITY_MAP_ADDR,
-        KVM_CAP_SET_TSS_ADDR, KVM_CAP_USER_MEMORY, KVM_CAP_XCRS,
+        KVM_CAP_SET_TSS_ADDR, KVM_CAP_USER_MEMORY, KVM_CAP_USER_MEMORY2, KVM_CAP_XCRS,
     },
     kvm_api::{self, decode, ioctl::Ioctl, layout},
     supported_cpuid::{self, SupportedCpuidConfig},
@@ -41,8 +41,9 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         return 0;
     };
     match cap {
-        // The memory API: KVM_SET_USER_MEMORY_REGION with delete and move.
-        KVM_CAP_USER_MEMORY | KVM_CAP_DESTROY_MEMORY_REGION_WORKS => 1,
+        // The memory API: KVM_SET_USER_MEMORY_REGION(2) with delete and
+        // move (no guest_memfd).
+        KVM_CAP_USER_MEMORY | KVM_CAP_USER_MEMORY2 | KVM_CAP_DESTROY_MEMORY_REGION_WORKS => 1,
         // Read-only slots: a write is an MMIO exit (api.rst 4.35).
         KVM_CAP_READONLY_MEM => 1,
         // Accepted and ignored, as KVM on AMD does (they are VMX's).
@@ -55,7 +56,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         KVM_CAP_NR_MEMSLOTS => MAX_MEMSLOTS as isize,
         // KVM_GET_SUPPORTED_CPUID, KVM_GET_EMULATED_CPUID (empty: nothing
         // is emulated beyond what is supported), KVM_GET_MSR_FEATURE_INDEX_LIST
-        // (empty: no feature MSRs), KVM_GET_TSC_KHZ.
+        // and KVM_GET_MSRS on /dev/pvrs (the microcode revision),
+        // KVM_GET_TSC_KHZ.
         KVM_CAP_EXT_CPUID | KVM_CAP_EXT_EMUL_CPUID | KVM_CAP_GET_MSR_FEATURES => 1,
         KVM_CAP_GET_TSC_KHZ => 1,
         // KVM_GET/SET_MP_STATE (RUNNABLE only until the in-kernel LAPIC)
@@ -91,7 +93,8 @@ impl FileOps for SystemFile {
             Ioctl::GetSupportedCpuid => get_supported_cpuid(arg),
             Ioctl::GetEmulatedCpuid => get_emulated_cpuid(arg),
             Ioctl::GetMsrIndexList => get_msr_list(arg, crate::msr::MSRS_TO_SAVE),
-            Ioctl::GetMsrFeatureIndexList => get_msr_list(arg, &[]),
+            Ioctl::GetMsrFeatureIndexList => get_msr_list(arg, crate::msr::FEATURE_MSRS),
+            Ioctl::GetMsrs => get_feature_msrs(arg),
             // Known to the KVM API, not implemented here.
             _ => Err(EINVAL),
         }
@@ -165,6 +168,33 @@ fn get_emulated_cpuid(arg: usize) -> Result<isize> {
     let given = read_user_entries(arg, header.len(), entry_size, room)?;
     decode::check_emulated_cpuid_padding(&given, room).map_err(kvm_error)?;
     write_cpuid2(arg, room, &[])
+}
+
+/// KVM_GET_MSRS on the system file (api.rst 4.18, KVM_CAP_GET_MSR_FEATURES):
+/// the host's values of the feature MSRs, processed in order up to the
+/// first one that is not a feature MSR, as KVM does.
+fn get_feature_msrs(arg: usize) -> Result<isize> {
+    let header = read_user_header(arg)?;
+    let n = decode::decode_msrs_header(&header).map_err(kvm_error)?;
+    let entry_size = <layout::kvm_msr_entry as kvm_api::wire::Wire>::SIZE;
+    let mut bytes = read_user_entries(arg, header.len(), entry_size, n)?;
+    let mut done = 0usize;
+    for slot in bytes.chunks_exact_mut(entry_size) {
+        let mut entry: layout::kvm_msr_entry = decode::decode(slot).map_err(kvm_error)?;
+        if !crate::msr::FEATURE_MSRS.contains(&entry.index) {
+            break;
+        }
+        // SAFETY: Only the feature MSRs are read, and reading them has no
+        // side effect (IA32_UCODE_REV); a fault is an error, not a crash.
+        let Ok(value) = (unsafe { kernel::x86::read_msr(entry.index) }) else {
+            break;
+        };
+        entry.data = value;
+        decode::encode(&entry, slot).map_err(kvm_error)?;
+        done += 1;
+    }
+    write_user_bytes(arg.checked_add(header.len()).ok_or(EFAULT)?, &bytes)?;
+    Ok(done as isize)
 }
 
 /// KVM_GET_MSR_INDEX_LIST / KVM_GET_MSR_FEATURE_INDEX_LIST (api.rst 4.3):

@@ -52,6 +52,9 @@ struct VcpuInner {
     /// writes the real XCR0: it is read back after every exit, and the
     /// host's value restored before anything else uses the FPU.
     guest_xcr0: u64,
+    /// KVM_RUN was called: the CPUID may no longer change (KVM refuses a
+    /// different KVM_SET_CPUID2 after the first run).
+    has_run: bool,
 }
 
 /// A vCPU.
@@ -100,6 +103,7 @@ impl Vcpu {
             fpu: GuestFpu::new()?,
             // x87 state only, as after RESET (SDM vol. 1, 13.3).
             guest_xcr0: 1,
+            has_run: false,
         };
         let run_page = zeroed_page()?;
         let pio_page = zeroed_page()?;
@@ -173,6 +177,7 @@ impl Vcpu {
     fn run(&self) -> Result<isize> {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
+        inner.has_run = true;
         inner.fpu.load()?;
         let result = self.run_loaded(inner);
         inner.fpu.put();
@@ -199,7 +204,7 @@ impl Vcpu {
             .map_err(|_| EINVAL)?
         };
         if request.immediate_exit && matches!(step, vcpu::Step::Resume) {
-            self.exit_interrupted(inner)?;
+            // As KVM: EINTR, with the run page's exit reason left alone.
             return Err(EINTR);
         }
         loop {
@@ -350,11 +355,17 @@ impl Vcpu {
         for entry in decode::entries::<layout::kvm_cpuid_entry2>(&bytes, nent).map_err(kvm_error)? {
             entries.push(crate::cpuid::CpuidEntry::from(&entry), flags::GFP_KERNEL)?;
         }
-        self.inner
-            .lock()
-            .state
-            .set_cpuid(&entries)
-            .map_err(|_| E2BIG)?;
+        let mut inner = self.inner.lock();
+        if inner.has_run {
+            // `kvm_cpuid_check_equal`: after KVM_RUN only the same table
+            // is accepted (and changes nothing).
+            return if inner.state.cpuid().entries() == &entries[..] {
+                Ok(0)
+            } else {
+                Err(EINVAL)
+            };
+        }
+        inner.state.set_cpuid(&entries).map_err(|_| E2BIG)?;
         Ok(0)
     }
 
@@ -476,8 +487,20 @@ impl FileOps for VcpuFile {
             Ioctl::SetSregs => {
                 let new: layout::kvm_sregs = read_user(arg)?;
                 let mut inner = vcpu.inner.lock();
-                regs::set_sregs(&mut *inner.svm, &new)
+                let limits = inner.state.sregs_limits();
+                // The APIC base is checked as a host-initiated WRMSR would
+                // be (`kvm_apic_set_base` in `__set_sregs_common`).
+                let features = inner.state.msr_features(&*inner.svm);
+                crate::msr::validate_apic_base_write(
+                    inner.state.msrs.apic_base,
+                    new.apic_base,
+                    &features,
+                    crate::msr::MsrOrigin::Host,
+                )
+                .map_err(|_| EINVAL)?;
+                regs::set_sregs(&mut *inner.svm, &new, &limits)
                     .map_err(|e| Error::from_errno(-e.errno()))?;
+                inner.state.msrs.apic_base = new.apic_base;
                 <svm::SvmVcpu as crate::vendor::VendorVcpu>::request_tlb_flush(&mut inner.svm);
                 Ok(0)
             }
@@ -503,10 +526,17 @@ impl FileOps for VcpuFile {
                 UserSlice::new(arg, bytes.len())
                     .reader()
                     .read_slice(&mut bytes)?;
-                let xcr0 = decode::decode_xcrs(&bytes, crate::system::guest_xcr0_mask())
-                    .map_err(kvm_error)?;
-                if let Some(xcr0) = xcr0 {
-                    vcpu.inner.lock().guest_xcr0 = xcr0;
+                let mut inner = vcpu.inner.lock();
+                // The states the guest's CPUID leaf 0xD lists, of those
+                // this host lets a guest have (`guest_supported_xcr0`).
+                let listed = inner
+                    .state
+                    .cpuid()
+                    .find(0xd, Some(0))
+                    .map_or(0, |leaf| u64::from(leaf.eax) | (u64::from(leaf.edx) << 32));
+                let supported = listed & crate::system::guest_xcr0_mask();
+                if let Some(xcr0) = decode::decode_xcrs(&bytes, supported).map_err(kvm_error)? {
+                    inner.guest_xcr0 = xcr0;
                 }
                 Ok(0)
             }

@@ -255,14 +255,28 @@ impl Vm {
         }
     }
 
-    fn set_user_memory_region(&self, arg: usize) -> Result<isize> {
-        let mut bytes = [0u8; core::mem::size_of::<layout::kvm_userspace_memory_region>()];
+    /// KVM_SET_USER_MEMORY_REGION and, with the same semantics and
+    /// without guest_memfd, KVM_SET_USER_MEMORY_REGION2 (api.rst 4.35,
+    /// 4.140).
+    fn set_user_memory_region(
+        &self,
+        arg: usize,
+        version: decode::MemoryRegionVersion,
+    ) -> Result<isize> {
+        let mut buffer = [0u8; core::mem::size_of::<layout::kvm_userspace_memory_region2>()];
+        let size = match version {
+            decode::MemoryRegionVersion::V1 => {
+                core::mem::size_of::<layout::kvm_userspace_memory_region>()
+            }
+            decode::MemoryRegionVersion::V2 => buffer.len(),
+        };
+        let bytes = buffer.get_mut(..size).ok_or(EINVAL)?;
         UserSlice::new(arg, bytes.len())
             .reader()
-            .read_slice(&mut bytes)?;
+            .read_slice(bytes)?;
         let region = decode::decode_memory_region(
-            decode::MemoryRegionVersion::V1,
-            &bytes,
+            version,
+            bytes,
             decode::MemoryRegionSupport {
                 readonly: true,
                 guest_memfd: false,
@@ -289,6 +303,8 @@ impl Vm {
             address_spaces: 1,
             user_address_max: kernel::mm::task_size_max() as u64,
             readonly_allowed: true,
+            // Nested paging maps guest frames below the host's MAXPHYADDR.
+            max_gfn: (1u64 << (crate::svm_hw::host_phys_bits().clamp(32, 52) - 12)) - 1,
         };
         let zapped = {
             let mut mem = self.mem.lock();
@@ -369,12 +385,27 @@ impl FileOps for VmFile {
     fn ioctl(vm: ArcBorrow<'_, Vm>, cmd: u32, arg: usize) -> Result<isize> {
         match classify_ioctl(kvm_api::ioctl::FdKind::Vm, cmd, arg)? {
             Ioctl::CheckExtension => Ok(check_extension(arg)),
-            Ioctl::SetUserMemoryRegion => vm.set_user_memory_region(arg),
+            Ioctl::SetUserMemoryRegion => {
+                vm.set_user_memory_region(arg, decode::MemoryRegionVersion::V1)
+            }
+            Ioctl::SetUserMemoryRegion2 => {
+                vm.set_user_memory_region(arg, decode::MemoryRegionVersion::V2)
+            }
             Ioctl::CreateVcpu => vm.create_vcpu(arg),
             // The TSS and identity-map pages matter only for VMX real mode
             // (api.rst 4.39, 4.57); an SVM guest never uses them. KVM takes
             // them on AMD too, so VMMs call them unconditionally.
             Ioctl::SetTssAddr | Ioctl::SetIdentityMapAddr => Ok(0),
+            // No capability can be enabled yet: flags or an unsupported
+            // capability are EINVAL, as in KVM.
+            Ioctl::EnableCap => {
+                let mut bytes = [0u8; core::mem::size_of::<layout::kvm_enable_cap>()];
+                UserSlice::new(arg, bytes.len())
+                    .reader()
+                    .read_slice(&mut bytes)?;
+                decode::decode_enable_cap(decode::CapTarget::Vm, &bytes).map_err(kvm_error)?;
+                Err(EINVAL)
+            }
             // New vCPUs' TSC runs at the host's rate (offset only).
             Ioctl::GetTscKhz => Ok(kernel::x86::tsc_khz() as isize),
             // Known to the KVM API but not implemented here (yet): the

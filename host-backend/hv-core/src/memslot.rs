@@ -73,6 +73,9 @@ pub struct MemslotLimits {
     pub user_address_max: u64,
     /// KVM_CAP_READONLY_MEM.
     pub readonly_allowed: bool,
+    /// The highest guest frame number the MMU can map (KVM's
+    /// `kvm_mmu_max_gfn`: below the host's MAXPHYADDR with nested paging).
+    pub max_gfn: u64,
 }
 
 /// One slot.
@@ -145,6 +148,9 @@ pub enum InvalidRegion {
     ForbiddenModification,
     /// The total page count would overflow.
     TotalPages,
+    /// A new or moved slot ends above [`MemslotLimits::max_gfn`]
+    /// (`kvm_arch_prepare_memory_region`, after the overlap check).
+    BeyondMaxGfn,
 }
 
 impl MemslotError {
@@ -350,6 +356,9 @@ impl<const N: usize> MemslotTable<N> {
                     other_slot: other.id,
                 });
             }
+            if new.end_gfn() - 1 > limits.max_gfn {
+                return Err(MemslotError::Invalid(InvalidRegion::BeyondMaxGfn));
+            }
         }
         let index = match old_index {
             Some(index) => index,
@@ -391,7 +400,27 @@ mod tests {
         address_spaces: 2,
         user_address_max: 0x7fff_ffff_efff,
         readonly_allowed: true,
+        max_gfn: u64::MAX,
     };
+
+    #[test]
+    fn a_slot_beyond_the_mmus_reach_is_refused_after_the_overlap_check() {
+        let mut table = MemslotTable::<4>::new();
+        let limits = MemslotLimits { max_gfn: (1 << (40 - 12)) - 1, ..LIMITS };
+        let top = 1u64 << 40;
+        assert_eq!(
+            table.set_user_memory_region(&region(0, top - 8192, 8192, 0x10_0000), &limits),
+            Ok(MemslotChange::Created(table.iter().next().copied().unwrap()))
+        );
+        assert_eq!(
+            table.set_user_memory_region(&region(1, top - 4096, 8192, 0x20_0000), &limits),
+            Err(MemslotError::Overlap { other_slot: 0 })
+        );
+        assert_eq!(
+            table.set_user_memory_region(&region(2, top, 4096, 0x30_0000), &limits),
+            invalid(InvalidRegion::BeyondMaxGfn)
+        );
+    }
 
     fn region(slot: u32, gpa: u64, size: u64, uaddr: u64) -> MemoryRegion {
         MemoryRegion {

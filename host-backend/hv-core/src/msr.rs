@@ -62,6 +62,8 @@ pinned_constants! {
     MSR_IA32_TSC: u32 = 0x10;
     /// IA32_APIC_BASE: LAPIC base address, enable, x2APIC mode, BSP flag.
     MSR_IA32_APICBASE: u32 = 0x1b;
+    /// IA32_UCODE_REV: the microcode revision (bits 63:32).
+    MSR_IA32_UCODE_REV: u32 = 0x8b;
     /// IA32_TSC_ADJUST: the running total of writes to IA32_TSC.
     MSR_IA32_TSC_ADJUST: u32 = 0x3b;
     /// MTRRcap: which MTRR features exist (read-only).
@@ -195,6 +197,10 @@ pub struct GuestMsrs {
     pub mtrr_def_type: u64,
     /// IA32_APIC_BASE: base, enable, x2APIC and BSP bits.
     pub apic_base: u64,
+    /// IA32_UCODE_REV as the guest reads it; only the VMM sets it (a
+    /// guest write is ignored, as in KVM, where it would start a
+    /// microcode update on Intel).
+    pub microcode_version: u64,
 }
 
 impl GuestMsrs {
@@ -207,6 +213,8 @@ impl GuestMsrs {
         misc_enable: 0,
         mtrr_def_type: 0,
         apic_base: 0xfee0_0000 | MSR_IA32_APICBASE_ENABLE,
+        // KVM's default (`kvm_vcpu_reset`): revision 1.
+        microcode_version: 0x1_0000_0000,
     };
 }
 
@@ -329,6 +337,13 @@ pub const MSRS_TO_SAVE: &[u32] = &[
     MSR_IA32_APICBASE,
 ];
 
+/// KVM_GET_MSR_FEATURE_INDEX_LIST (api.rst 4.3): the feature MSRs a VMM
+/// reads with KVM_GET_MSRS on the system file to learn what the host
+/// offers, and may then set on a vCPU.  Only the microcode revision: the
+/// capability MSRs KVM also lists (ARCH_CAPABILITIES, PERF_CAPABILITIES,
+/// DE_CFG) are not emulated.
+pub const FEATURE_MSRS: &[u32] = &[MSR_IA32_UCODE_REV];
+
 /// Reads `msr`.  `host_tsc` is the host's TSC now.
 pub fn read_msr(
     vcpu: &impl VendorVcpu,
@@ -349,6 +364,7 @@ pub fn read_msr(
         MSR_IA32_MISC_ENABLE => state.misc_enable,
         MSR_MTRRdefType => state.mtrr_def_type,
         MSR_IA32_APICBASE => state.apic_base,
+        MSR_IA32_UCODE_REV => state.microcode_version,
         _ => return Err(MsrError::Unknown(msr)),
     })
 }
@@ -417,6 +433,11 @@ pub fn write_msr(
             state.tsc_adjust = value;
         }
         MSR_IA32_MISC_ENABLE => state.misc_enable = value,
+        MSR_IA32_UCODE_REV => {
+            if origin == MsrOrigin::Host {
+                state.microcode_version = value;
+            }
+        }
         MSR_MTRRdefType => {
             let valid_type = matches!(value & 0xff, 0 | 1 | 4 | 5 | 6);
             if value & !MTRR_DEF_TYPE_VALID_BITS != 0 || !valid_type {
@@ -439,6 +460,18 @@ pub fn write_msr(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_microcode_revision_is_the_vmms_to_set() {
+        let (mut vcpu, mut state) = (vcpu(), GuestMsrs::RESET);
+        assert_eq!(read_msr(&*vcpu, &state, MSR_IA32_UCODE_REV, 0), Ok(0x1_0000_0000));
+        let guest = write_msr(&mut *vcpu, &mut state, &FEATURES, MSR_IA32_UCODE_REV, 0, 0, MsrOrigin::Guest);
+        assert_eq!(guest, Ok(()));
+        assert_eq!(state.microcode_version, 0x1_0000_0000, "a guest write is ignored");
+        let host = 0x0a00_1234_0000_0000;
+        write_msr(&mut *vcpu, &mut state, &FEATURES, MSR_IA32_UCODE_REV, host, 0, MsrOrigin::Host).unwrap();
+        assert_eq!(read_msr(&*vcpu, &state, MSR_IA32_UCODE_REV, 0), Ok(host));
+    }
 
     #[test]
     fn every_msr_to_save_round_trips_from_the_host() {

@@ -747,13 +747,15 @@ const CR4_FEATURES: [Cr4Feature; 10] = [
     Cr4Feature(1 << 28, None),
 ];
 
-/// CR4's reserved bits for a guest whose CPUID lists none of the
-/// features of [`CR4_FEATURES`].
-const fn cr4_reserved_without_features() -> u64 {
+/// CR4's reserved bits whatever the CPUID: those KVM does not know and
+/// those of [`CR4_FEATURES`] that no SVM guest may set.
+const fn cr4_reserved_on_svm() -> u64 {
     let mut reserved = !CR4_KNOWN_BITS;
     let mut i = 0;
     while i < CR4_FEATURES.len() {
-        reserved |= CR4_FEATURES[i].0;
+        if CR4_FEATURES[i].1.is_none() {
+            reserved |= CR4_FEATURES[i].0;
+        }
         i += 1;
     }
     reserved
@@ -785,7 +787,11 @@ impl CpuModel {
             pse36: false,
             gb_pages: false,
         },
-        cr4_reserved: cr4_reserved_without_features(),
+        // Before KVM_SET_CPUID2 no feature is excluded by the guest's CPUID
+        // (KVM's `cr4_guest_rsvd_bits` starts at 0): only the bits no SVM
+        // guest may set. A bit this host lacks fails at VMRUN then
+        // (FAIL_ENTRY) where KVM would refuse it from its host mask.
+        cr4_reserved: cr4_reserved_on_svm(),
     };
 
     fn from_cpuid(table: &GuestCpuid) -> Self {
@@ -797,7 +803,7 @@ impl CpuModel {
         let edx = |entry: &CpuidEntry| entry.edx;
         let ecx = |entry: &CpuidEntry| entry.ecx;
         let ebx = |entry: &CpuidEntry| entry.ebx;
-        let mut cr4_reserved = !CR4_KNOWN_BITS;
+        let mut cr4_reserved = cr4_reserved_on_svm();
         for Cr4Feature(cr4_bit, feature) in CR4_FEATURES {
             let listed = feature.is_some_and(|CpuidBit(leaf, register, position)| match register {
                 CpuidRegister::Ebx => bit(leaf, 0, ebx, position),
