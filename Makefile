@@ -13,7 +13,7 @@
 # (When the kernel build descends into drivers/pvrs it reads Kbuild, not
 # this file.)
 
-.PHONY: all guest guest-tools host vmm virtio-guest l0-qemu check check-host check-guest check-nested-smp demo bench fuzz clean help
+.PHONY: all guest guest-tools host vmm virtio-guest l0-qemu check check-host check-guest check-nested-smp check-kvm-selftests demo bench fuzz clean help
 
 all: guest guest-tools
 
@@ -63,6 +63,11 @@ check-guest:
 RUNS ?= 20
 check-nested-smp: guest guest-tools l0-qemu
 	tests/nested-smp-soak --runs $(RUNS)
+
+# Linux's KVM selftests, all of them, on kvm_amd and on /dev/pvrs in one
+# nested L1, with a table (build/bench/kvm-selftests.txt and .json).
+check-kvm-selftests: guest l0-qemu
+	python3 -m pytest -v -p no:cacheprovider -m kvm_selftests tests/integration/test_kvm_selftests.py
 
 demo: guest guest-tools l0-qemu
 	tests/demo

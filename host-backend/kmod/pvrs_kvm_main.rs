@@ -77,6 +77,9 @@ pub(crate) struct Host {
     pub(crate) vm_fops: FileOpsTable<vm_file::VmFile>,
     /// The operations of vCPU files.
     pub(crate) vcpu_fops: FileOpsTable<vcpu_file::VcpuFile>,
+    /// CR4 bits no guest may set on this host: those whose feature the
+    /// supported CPUID leaves out (KVM's `cr4_reserved_bits`).
+    pub(crate) cr4_reserved: u64,
 }
 
 struct PvrsKvm {
@@ -130,6 +133,7 @@ impl kernel::Module for PvrsKvm {
                 cpu_asids,
                 vm_fops: FileOpsTable::new(module, None)?,
                 vcpu_fops: FileOpsTable::new(module, None)?,
+                cr4_reserved: system::host_cr4_reserved()?,
             },
             GFP_KERNEL,
         )?;

@@ -135,14 +135,9 @@ pub(crate) fn write_cpuid2(
     Ok(0)
 }
 
-/// KVM_GET_SUPPORTED_CPUID (api.rst 4.46): E2BIG while `nent` is too
-/// small (the header is not written then, as in KVM).
-fn get_supported_cpuid(arg: usize) -> Result<isize> {
-    let header = read_user_header(arg)?;
-    let room = decode::decode_cpuid2_header(decode::CpuidCall::GetSupported, &header)
-        .map_err(kvm_error)?;
-    let mut entries = KVec::with_capacity(64, GFP_KERNEL)?;
-    entries.extend_with(64, crate::cpuid::CpuidEntry::default(), GFP_KERNEL)?;
+/// The supported CPUID entries.
+fn supported_entries() -> Result<KVec<crate::cpuid::CpuidEntry>> {
+    let mut buffer = [crate::cpuid::CpuidEntry::default(); 64];
     let host = |leaf, subleaf| {
         let r = svm_hw::cpuid_count(leaf, subleaf);
         crate::cpuid::CpuidResult {
@@ -152,9 +147,34 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
             edx: r.edx,
         }
     };
-    let n = supported_cpuid::supported_cpuid(&host, &cpuid_config(), &mut entries)
-        .map_err(|_| E2BIG)?;
-    write_cpuid2(arg, room, entries.get(..n).ok_or(EINVAL)?)
+    let n =
+        supported_cpuid::supported_cpuid(&host, &cpuid_config(), &mut buffer).map_err(|_| E2BIG)?;
+    let mut entries = KVec::with_capacity(n, GFP_KERNEL)?;
+    for entry in buffer.iter().take(n) {
+        entries.push(*entry, GFP_KERNEL)?;
+    }
+    Ok(entries)
+}
+
+/// The CR4 bits the supported CPUID leaves no guest (KVM's
+/// `cr4_reserved_bits`).
+pub(crate) fn host_cr4_reserved() -> Result<u64> {
+    let entries = supported_entries()?;
+    Ok(crate::vcpu::cr4_reserved_for(&|leaf| {
+        entries
+            .iter()
+            .find(|entry| entry.function == leaf && entry.index == 0)
+            .copied()
+    }))
+}
+
+/// KVM_GET_SUPPORTED_CPUID (api.rst 4.46): E2BIG while `nent` is too
+/// small (the header is not written then, as in KVM).
+fn get_supported_cpuid(arg: usize) -> Result<isize> {
+    let header = read_user_header(arg)?;
+    let room = decode::decode_cpuid2_header(decode::CpuidCall::GetSupported, &header)
+        .map_err(kvm_error)?;
+    write_cpuid2(arg, room, &supported_entries()?)
 }
 
 /// KVM_GET_EMULATED_CPUID (api.rst 4.88): nothing is emulated beyond

@@ -487,7 +487,8 @@ impl FileOps for VcpuFile {
             Ioctl::SetSregs => {
                 let new: layout::kvm_sregs = read_user(arg)?;
                 let mut inner = vcpu.inner.lock();
-                let limits = inner.state.sregs_limits();
+                let mut limits = inner.state.sregs_limits();
+                limits.cr4_reserved |= vcpu.vm.host.cr4_reserved;
                 // The APIC base is checked as a host-initiated WRMSR would
                 // be (`kvm_apic_set_base` in `__set_sregs_common`).
                 let features = inner.state.msr_features(&*inner.svm);

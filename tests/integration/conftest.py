@@ -21,3 +21,6 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "nested_smp: 2-vCPU load on the nested KVM host; `make check` runs each "
         "once, `make check-nested-smp RUNS=N` (tests/nested-smp-soak) N times with a table")
+    config.addinivalue_line(
+        "markers", "kvm_selftests: every Linux KVM selftest on kvm_amd and /dev/pvrs (about an "
+        "hour nested); `make check` runs a subset, `make check-kvm-selftests` all of them")

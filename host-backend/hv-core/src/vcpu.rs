@@ -761,6 +761,30 @@ const fn cr4_reserved_on_svm() -> u64 {
     reserved
 }
 
+/// CR4's reserved bits for a CPU whose CPUID (leaf, subleaf 0) `find`
+/// answers: KVM's `__cr4_reserved_bits` on SVM. For the guest's CPUID this
+/// is `cr4_guest_rsvd_bits`; for the supported CPUID, the host's part
+/// (`cr4_reserved_bits`), which KVM_SET_SREGS applies before any
+/// KVM_SET_CPUID2 too.
+pub fn cr4_reserved_for(find: &dyn Fn(u32) -> Option<CpuidEntry>) -> u64 {
+    let mut reserved = cr4_reserved_on_svm();
+    for Cr4Feature(cr4_bit, feature) in CR4_FEATURES {
+        let listed = feature.is_some_and(|CpuidBit(leaf, register, position)| {
+            find(leaf).is_some_and(|entry| {
+                let value = match register {
+                    CpuidRegister::Ebx => entry.ebx,
+                    CpuidRegister::Ecx => entry.ecx,
+                };
+                value & (1 << position) != 0
+            })
+        });
+        if !listed {
+            reserved |= cr4_bit;
+        }
+    }
+    reserved
+}
+
 /// A CPUID output register, to name where a feature bit is.
 #[derive(Clone, Copy)]
 enum CpuidRegister {
@@ -802,17 +826,6 @@ impl CpuModel {
         };
         let edx = |entry: &CpuidEntry| entry.edx;
         let ecx = |entry: &CpuidEntry| entry.ecx;
-        let ebx = |entry: &CpuidEntry| entry.ebx;
-        let mut cr4_reserved = cr4_reserved_on_svm();
-        for Cr4Feature(cr4_bit, feature) in CR4_FEATURES {
-            let listed = feature.is_some_and(|CpuidBit(leaf, register, position)| match register {
-                CpuidRegister::Ebx => bit(leaf, 0, ebx, position),
-                CpuidRegister::Ecx => bit(leaf, 0, ecx, position),
-            });
-            if !listed {
-                cr4_reserved |= cr4_bit;
-            }
-        }
         let physical_address_bits = table
             .find(0x8000_0008, Some(0))
             .map(|entry| entry.eax as u8)
@@ -833,7 +846,7 @@ impl CpuModel {
                 pse36: bit(1, 0, edx, 17),
                 gb_pages: bit(0x8000_0001, 0, edx, 26),
             },
-            cr4_reserved,
+            cr4_reserved: cr4_reserved_for(&|leaf| table.find(leaf, Some(0)).copied()),
         }
     }
 }
