@@ -690,6 +690,7 @@ fn crate_layouts() -> Vec<StructLayout> {
             "struct kvm_ioapic_state",
             [base_address, ioregsel, id, irr, pad, redirtbl]
         ),
+        layout!(kvm_irqchip, "struct kvm_irqchip", [chip_id, pad, chip]),
         layout!(
             kvm_coalesced_mmio_zone,
             "struct kvm_coalesced_mmio_zone",
