@@ -89,6 +89,7 @@ use crate::kvm_api::errno::Error;
 use crate::kvm_api::layout::kvm_irqchip;
 use crate::kvm_api::wire::Wire;
 use crate::msr::{MsrError, MsrFeatures, MsrOrigin};
+use crate::vcpu::InKernelIrqchip;
 
 pub use super::ioapic::USERSPACE_IRQ_SOURCE_ID;
 
@@ -495,7 +496,7 @@ impl<const MAX_VCPUS: usize> VmIrqchip<MAX_VCPUS> {
 
     /// KVM_CREATE_VCPU on a VM with this irqchip: gives vCPU `vcpu` its
     /// LAPIC at power-on state.  `tsc_deadline` offers the LVT timer's
-    /// TSC-deadline mode (guest CPUID 1 ECX[24]; the backend passes what
+    /// TSC-deadline mode (guest CPUID 1 ECX bit 24; the backend passes what
     /// it will advertise).  Errors: an index past `MAX_VCPUS`
     /// (`InvalidValue`), a vCPU added twice (`AlreadyExists`).
     pub fn add_vcpu(&mut self, vcpu: usize, tsc_deadline: bool) -> Result<(), Error> {
@@ -1101,6 +1102,116 @@ impl<const MAX_VCPUS: usize> VmIrqchip<MAX_VCPUS> {
             .ok_or(Error::NoDevice)?
             .set_state(&mut env, state);
         Ok(self.finish(env))
+    }
+}
+
+/// One vCPU's view of a [`VmIrqchip`]: the [`InKernelIrqchip`] the exit
+/// handler takes, collecting the effects of every call in `effects`.
+/// A kernel module holding the VM-wide lock around a whole exit can use
+/// it as is (then apply `effects` after the unlock); one that locks per
+/// call implements the trait itself with the same bodies.
+pub struct VcpuIrqchip<'a, const MAX_VCPUS: usize> {
+    /// The VM's irqchip.
+    pub chip: &'a mut VmIrqchip<MAX_VCPUS>,
+    /// This vCPU's index.
+    pub vcpu: usize,
+    /// The time of the exit (the backend's monotonic clock).
+    pub now_ns: u64,
+    /// The guest's TSC frequency, for IA32_TSC_DEADLINE.
+    pub tsc_khz: u32,
+    /// The effects of the calls so far.
+    pub effects: Effects<MAX_VCPUS>,
+}
+
+impl<'a, const MAX_VCPUS: usize> VcpuIrqchip<'a, MAX_VCPUS> {
+    /// vCPU `vcpu`'s view of `chip` at `now_ns`, with no effects yet.
+    pub fn new(chip: &'a mut VmIrqchip<MAX_VCPUS>, vcpu: usize, now_ns: u64, tsc_khz: u32) -> Self {
+        Self {
+            chip,
+            vcpu,
+            now_ns,
+            tsc_khz,
+            effects: Effects::NONE,
+        }
+    }
+
+    fn claimed(&mut self, effects: Option<Effects<MAX_VCPUS>>) -> bool {
+        match effects {
+            Some(effects) => {
+                self.effects.merge(&effects);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl<const MAX_VCPUS: usize> InKernelIrqchip for VcpuIrqchip<'_, MAX_VCPUS> {
+    fn mmio_read(&mut self, gpa: u64, data: &mut [u8]) -> bool {
+        let effects = self.chip.mmio_read(self.vcpu, self.now_ns, gpa, data);
+        self.claimed(effects)
+    }
+    fn mmio_write(&mut self, gpa: u64, data: &[u8]) -> bool {
+        let effects = self.chip.mmio_write(self.vcpu, self.now_ns, gpa, data);
+        self.claimed(effects)
+    }
+    fn pio_read(&mut self, port: u16, data: &mut [u8]) -> bool {
+        let effects = self.chip.pio_read(self.now_ns, port, data);
+        self.claimed(effects)
+    }
+    fn pio_write(&mut self, port: u16, data: &[u8]) -> bool {
+        let effects = self.chip.pio_write(self.now_ns, port, data);
+        self.claimed(effects)
+    }
+    fn msr_read(&mut self, msr: u32) -> Result<u64, MsrError> {
+        self.chip
+            .msr_read(self.vcpu, self.now_ns, msr)
+            .unwrap_or(Err(MsrError::Unknown(msr)))
+    }
+    fn msr_write(&mut self, msr: u32, value: u64, guest_tsc: u64) -> Result<(), MsrError> {
+        let (vcpu, now, khz) = (self.vcpu, self.now_ns, self.tsc_khz);
+        match self.chip.msr_write(vcpu, now, msr, value, guest_tsc, khz) {
+            Some((result, effects)) => {
+                self.effects.merge(&effects);
+                result
+            }
+            None => Err(MsrError::Unknown(msr)),
+        }
+    }
+    fn apic_base(&mut self) -> u64 {
+        self.chip.apic_base(self.vcpu).unwrap_or(0)
+    }
+    fn set_apic_base(
+        &mut self,
+        value: u64,
+        features: &MsrFeatures,
+        origin: MsrOrigin,
+    ) -> Result<(), MsrError> {
+        self.chip.set_apic_base(self.vcpu, value, features, origin)
+    }
+    fn has_interrupt(&mut self) -> bool {
+        self.chip.pending_interrupt(self.vcpu).is_some()
+    }
+    fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        self.chip.acknowledge_interrupt(self.vcpu)
+    }
+    fn take_nmi(&mut self) -> bool {
+        self.chip.take_nmi(self.vcpu)
+    }
+    fn take_init(&mut self) -> bool {
+        let (taken, effects) = self.chip.take_init(self.vcpu, self.now_ns);
+        self.effects.merge(&effects);
+        taken
+    }
+    fn take_sipi(&mut self) -> Option<u8> {
+        self.chip.take_sipi(self.vcpu)
+    }
+    fn has_wakeup_event(&mut self, interrupts_enabled: bool, waiting_for_sipi: bool) -> bool {
+        self.chip
+            .has_wakeup_event(self.vcpu, interrupts_enabled, waiting_for_sipi)
+    }
+    fn is_bsp(&self) -> bool {
+        VmIrqchip::<MAX_VCPUS>::is_bsp(self.vcpu)
     }
 }
 
