@@ -235,6 +235,10 @@ pub trait InKernelIrqchip {
     fn has_wakeup_event(&mut self, interrupts_enabled: bool, waiting_for_sipi: bool) -> bool;
     /// Whether this vCPU is the BSP (runs on after INIT).
     fn is_bsp(&self) -> bool;
+    /// The LAPIC's TPR as CR8 (bits 7:4 of TPR).
+    fn cr8(&mut self) -> u64;
+    /// A guest write of CR8 into the LAPIC's TPR.
+    fn set_cr8(&mut self, cr8: u64);
 }
 
 /// Guest RAM: the page-table reads of [`GuestMemory`], the accessed and
@@ -1209,6 +1213,13 @@ where
     G: GuestRam,
     M: MemoryMap + ?Sized,
 {
+    // The guest may have changed CR8 (V_TPR) without an exit; KVM's
+    // `sync_cr8_to_lapic`.  Compared first, so that TPR bits 3:0 set
+    // through the APIC survive.
+    let cr8 = vcpu.cr8();
+    if irqchip.cr8() != cr8 {
+        irqchip.set_cr8(cr8);
+    }
     Handler {
         vcpu,
         state,
@@ -1385,8 +1396,23 @@ fn open_interrupt_window(vcpu: &mut impl VendorVcpu, state: &mut VcpuState) {
 ///    (VINTR) is opened and the exit handler's VINTR exit resumes, to
 ///    inject at the next call.
 ///
+/// The LAPIC's TPR goes to the guest's CR8 (V_TPR) each time (KVM's
+/// `sync_lapic_to_cr8`).  An interrupt that TPR blocks waits for the next
+/// exit after the guest lowers CR8 (KVM intercepts CR8 writes then; not
+/// done here).
+///
 /// Returns [`Step::Resume`] (enter the guest) or [`Step::Halt`].
 pub fn inject_pending_events(
+    vcpu: &mut impl VendorVcpu,
+    state: &mut VcpuState,
+    irqchip: &mut dyn InKernelIrqchip,
+) -> Step {
+    let step = inject_events(vcpu, state, irqchip);
+    vcpu.set_cr8(irqchip.cr8());
+    step
+}
+
+fn inject_events(
     vcpu: &mut impl VendorVcpu,
     state: &mut VcpuState,
     irqchip: &mut dyn InKernelIrqchip,

@@ -1213,6 +1213,12 @@ impl<const MAX_VCPUS: usize> InKernelIrqchip for VcpuIrqchip<'_, MAX_VCPUS> {
     fn is_bsp(&self) -> bool {
         VmIrqchip::<MAX_VCPUS>::is_bsp(self.vcpu)
     }
+    fn cr8(&mut self) -> u64 {
+        self.chip.cr8(self.vcpu).unwrap_or(0)
+    }
+    fn set_cr8(&mut self, cr8: u64) {
+        self.chip.set_cr8(self.vcpu, cr8);
+    }
 }
 
 #[cfg(test)]

@@ -367,3 +367,28 @@ fn pic_ports_are_handled_in_the_kernel() {
         Step::ToUser(UserExit::Io { .. })
     ));
 }
+
+#[test]
+fn cr8_and_the_lapic_tpr_stay_in_sync() {
+    let mut vm = Vm::new();
+    // The guest wrote CR8 = 3 without an exit (V_TPR).
+    vm.machine.vcpu.set_cr8(3);
+    vm.machine.code(&[0x0f, 0xa2]); // cpuid
+    assert_eq!(vm.exit(SVM_EXIT_CPUID, 0, 0), Step::Resume);
+    assert_eq!(vm.chip.cr8(0), Some(3));
+    // 0x35 is below TPR's class: nothing to inject, no window.
+    vm.interrupt(0x35);
+    assert_eq!(vm.inject(), Step::Resume);
+    assert_eq!(vm.injected(), 0);
+    assert!(!vm.window_open());
+    // The guest lowers TPR through the xAPIC page: synced to V_TPR.
+    apic_write(&mut vm.chip, 0, 0x80, 0x15);
+    assert_eq!(vm.inject(), Step::Resume);
+    assert_eq!(vm.machine.vcpu.cr8(), 1);
+    assert_eq!(vm.injected(), SVM_EVTINJ_VALID | 0x35);
+    // An exit with V_TPR unchanged keeps TPR bits 3:0.
+    vm.delivered();
+    vm.machine.vcpu.set_rip(CODE);
+    assert_eq!(vm.exit(SVM_EXIT_CPUID, 0, 0), Step::Resume);
+    assert_eq!(vm.chip.lapic(0).unwrap().to_kvm_state(0)[0x80], 0x15);
+}
