@@ -1320,6 +1320,9 @@ const CR0_CD: u64 = 1 << 30;
 /// kept, EDX the CPUID family/model/stepping, everything else zero.  MSRs
 /// other than EFER, the FPU and the debug registers are left alone, as
 /// INIT leaves them (KVM resets DR6/DR7 too; the vendor trait cannot).
+/// An event already queued for injection stays queued: the vendor trait
+/// has no way to drop it (KVM clears it); only an exit that interrupted a
+/// delivery at the moment of the INIT leaves one.
 fn reset_for_init(vcpu: &mut impl VendorVcpu, state: &mut VcpuState) {
     for register in Gpr::ALL {
         vcpu.set_gpr(register, 0);

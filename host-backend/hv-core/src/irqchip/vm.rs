@@ -52,7 +52,18 @@
 //!   is what the guest can reason about, and a fixed tie rule keeps tests
 //!   and fuzzing deterministic.
 //! - The count of accepting LAPICs is the delivery status (-1 when none
-//!   matched), as KVM_SIGNAL_MSI and KVM_IRQ_LINE_STATUS report it.
+//!   matched; 0 when the matching ones refused, e.g. software-disabled),
+//!   as KVM_SIGNAL_MSI and KVM_IRQ_LINE_STATUS report it.
+//!
+//! # The vCPU side
+//!
+//! The exit handler reaches the irqchip through
+//! [`crate::vcpu::InKernelIrqchip`], one vCPU's view of it;
+//! [`VcpuIrqchip`] implements it over a `&mut VmIrqchip` and collects
+//! the effects.  A kernel module that locks per call implements the
+//! trait on its own vCPU type with the same bodies, taking the VM-wide
+//! lock around each.  The IOAPIC's interrupt-storm deferral is the timer
+//! [`TimerId::IoapicEoiInject`], like the devices' own timers.
 //!
 //! NMI, INIT and SIPI are taken out of the LAPIC as they arrive and kept
 //! per vCPU here, so that an INIT followed by a SIPI before the target
@@ -608,13 +619,12 @@ impl<const MAX_VCPUS: usize> VmIrqchip<MAX_VCPUS> {
             let mut best: Option<(u8, usize)> = None;
             for (index, lapic) in self.lapics.iter().enumerate() {
                 let Some(lapic) = lapic else { continue };
-                if !lapic.matches_destination(message) {
+                // Only software-enabled APICs take part; with none, the
+                // message matched nothing (-1), as in KVM.
+                if !lapic.matches_destination(message) || !lapic.software_enabled() {
                     continue;
                 }
                 matched = true;
-                if !lapic.software_enabled() {
-                    continue;
-                }
                 let priority = lapic.arbitration_priority();
                 if best.map_or(true, |(lowest, _)| priority < lowest) {
                     best = Some((priority, index));
