@@ -209,7 +209,10 @@ impl Vcpu {
         }
         loop {
             match step {
-                vcpu::Step::Resume => {}
+                // Halt comes only from the in-kernel irqchip path
+                // (`handle_exit_with_irqchip`), which this module does
+                // not use yet.
+                vcpu::Step::Resume | vcpu::Step::Halt => {}
                 vcpu::Step::MapPage { gpa, write } => {
                     if let Err(e) = self.vm.mem.lock().map_page(gpa, write) {
                         pr_warn!(

@@ -35,7 +35,7 @@
 //! | INS/OUTS | decoded (`x86/decode.rs`) for the address size, segment and REP count that TCG leaves out of EXITINFO1 (host-backend notes §1.2): as many elements as stay in one 4 KiB page go to userspace in one exit, and RIP stays on the instruction while RCX is not zero |
 //! | NPF on RAM | [`Step::MapPage`]; a write to a read-only slot is an MMIO write to userspace, as in KVM |
 //! | NPF elsewhere | the instruction at CS.base + RIP is fetched through the guest's page tables (`paging.rs`), decoded and begun with `x86/emulate.rs`; an access the kernel cannot do is `KVM_EXIT_MMIO`, finished by [`complete_user_exit`] |
-//! | HLT | RIP advanced, `KVM_EXIT_HLT` (no in-kernel irqchip yet) |
+//! | HLT | RIP advanced, `KVM_EXIT_HLT`; with an in-kernel irqchip [`Step::Halt`] unless an event waits |
 //! | SHUTDOWN | `KVM_EXIT_SHUTDOWN` (the kernel should reset the VMCB before the next entry, as `shutdown_interception` does) |
 //! | VMEXIT_INVALID | `KVM_EXIT_FAIL_ENTRY` with the exit code |
 //! | INTR, NMI, SMI, INIT, VINTR, IRET | nothing (the host takes its interrupt after STGI); VINTR may end `KVM_RUN` with `KVM_EXIT_IRQ_WINDOW_OPEN` |
@@ -79,10 +79,34 @@
 //! check or overflows, every refusal is a typed outcome and a counter
 //! ([`ExitCounters`], for a debugfs file).
 //!
+//! # With an in-kernel irqchip (KVM_CREATE_IRQCHIP)
+//!
+//! The module calls [`handle_exit_with_irqchip`] instead of
+//! [`handle_exit`], with an [`InKernelIrqchip`] for the vCPU (the
+//! VM-wide `irqchip::vm::VmIrqchip` under its lock), and before each
+//! entry [`inject_pending_events`]:
+//!
+//! ```text
+//!   loop:
+//!     step = inject_pending_events(vcpu, state, irqchip)
+//!     if step is Halt: block until wakeup_pending(..) (re-checked at
+//!                      every kick) or a signal (EINTR); continue
+//!     prepare_entry; VMRUN; complete_exit
+//!     step = handle_exit_with_irqchip(.., irqchip)
+//!     Halt => block as above
+//! ```
+//!
+//! The irqchip takes the xAPIC page and the IOAPIC window (decided after
+//! the instruction is decoded and emulated, through the emulator's bus),
+//! IN/OUT of the PIC and PIT ports (string I/O still goes to userspace),
+//! the x2APIC MSRs 0x800-0x8ff, IA32_TSC_DEADLINE and IA32_APIC_BASE
+//! (the LAPIC's copy is the authoritative one; `state.msrs.apic_base`
+//! mirrors it), all before `msr.rs` and userspace.  Without an
+//! irqchip nothing of this runs and every exit is handled as before.
+//!
 //! # Not handled yet
 //!
-//! In-kernel LAPIC/IOAPIC/PIT (HLT and interrupts go to userspace),
-//! paravirtual MSRs (kvmclock) and x2APIC MSRs (#GP), XSETBV and task
+//! Paravirtual MSRs (kvmclock) and x2APIC MSRs (#GP), XSETBV and task
 //! switches (internal error), KVM's `OUT 0x7e` RIP quirk, `cr8` in the
 //! run page (the vendor trait has no TPR accessor yet), PKRU for the
 //! guest page walks (taken as 0: no key denies an access).
@@ -90,19 +114,24 @@
 use core::cell::RefCell;
 
 use crate::cpuid::{CpuidEntry, CpuidError, CpuidTable, KVM_MAX_CPUID_ENTRIES};
+use crate::irqchip::vm::is_irqchip_msr;
+pub use crate::kvm_api::decode::MpState;
 use crate::kvm_api::constants::{
     KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, PAGE_SIZE,
 };
 use crate::kvm_api::run::{self, ExitState, IoDirection as RunIoDirection, RunRequest};
 use crate::kvm_api::Error as RunPageError;
-use crate::msr::{self, GuestMsrs, MsrError, MsrFeatures, MsrOrigin, MSR_IA32_APICBASE_ENABLE};
+use crate::msr::{
+    self, GuestMsrs, MsrError, MsrFeatures, MsrOrigin, MSR_IA32_APICBASE,
+    MSR_IA32_APICBASE_ENABLE,
+};
 use crate::paging::{
     translate, Access, AccessKind, GuestMemory, MemoryError, PageTableWrite, PagingFeatures,
     PagingRegisters, WalkError, CR0_PE, CR0_PG, CR4_LA57, CR4_PAE, CR4_PKE, EFER_LMA,
 };
 use crate::vendor::{
     exception_has_error_code, Event, Exit, Gpr, HardwareExitInfo, IoDirection, IoExit, NpfExit,
-    Reinjection, SegmentRegister, VendorVcpu,
+    Reinjection, Segment as VendorSegment, SegmentRegister, VendorVcpu,
 };
 use crate::x86::decode::{
     decode, truncate, CodeSize, DecodeError, Instruction, Mnemonic, Register, Segment,
@@ -160,6 +189,58 @@ pub trait MemoryMap {
     fn backing(&self, gpa: u64) -> Backing;
 }
 
+/// The in-kernel irqchip as one vCPU sees it (KVM_CREATE_IRQCHIP).  The
+/// kernel module implements it for a vCPU by taking the VM-wide irqchip
+/// lock for each call, calling the same-named method of
+/// [`crate::irqchip::vm::VmIrqchip`] with this vCPU's index and the
+/// current time, and applying the returned `Effects` (kicks, timers)
+/// after the unlock; [`crate::irqchip::vm::VcpuIrqchip`] is that
+/// adapter without the lock.  The boolean accessors answer whether the
+/// irqchip claimed the access: `false` sends it to userspace as before.
+pub trait InKernelIrqchip {
+    /// A guest MMIO read of `data.len()` bytes at `gpa`.
+    fn mmio_read(&mut self, gpa: u64, data: &mut [u8]) -> bool;
+    /// A guest MMIO write.
+    fn mmio_write(&mut self, gpa: u64, data: &[u8]) -> bool;
+    /// A guest IN.
+    fn pio_read(&mut self, port: u16, data: &mut [u8]) -> bool;
+    /// A guest OUT.
+    fn pio_write(&mut self, port: u16, data: &[u8]) -> bool;
+    /// RDMSR of 0x800-0x8ff or IA32_TSC_DEADLINE; `Err` is #GP.
+    fn msr_read(&mut self, msr: u32) -> Result<u64, MsrError>;
+    /// WRMSR of 0x800-0x8ff or IA32_TSC_DEADLINE, with the guest's TSC
+    /// now; `Err` is #GP.
+    fn msr_write(&mut self, msr: u32, value: u64, guest_tsc: u64) -> Result<(), MsrError>;
+    /// IA32_APIC_BASE: the LAPIC holds the authoritative copy.
+    fn apic_base(&mut self) -> u64;
+    /// A write of IA32_APIC_BASE; `Err` is #GP (guest) or EINVAL (host).
+    fn set_apic_base(
+        &mut self,
+        value: u64,
+        features: &MsrFeatures,
+        origin: MsrOrigin,
+    ) -> Result<(), MsrError>;
+    /// Whether a maskable interrupt waits (PIC or LAPIC).
+    fn has_interrupt(&mut self) -> bool;
+    /// The interrupt acknowledge: the vector to inject, now in service.
+    fn acknowledge_interrupt(&mut self) -> Option<u8>;
+    /// Takes a pending NMI.
+    fn take_nmi(&mut self) -> bool;
+    /// Takes a pending INIT (the LAPIC resets itself for it).
+    fn take_init(&mut self) -> bool;
+    /// Takes a pending SIPI's vector.
+    fn take_sipi(&mut self) -> Option<u8>;
+    /// Whether an event would end a wait (see
+    /// [`crate::irqchip::vm::VmIrqchip::has_wakeup_event`]).
+    fn has_wakeup_event(&mut self, interrupts_enabled: bool, waiting_for_sipi: bool) -> bool;
+    /// Whether this vCPU is the BSP (runs on after INIT).
+    fn is_bsp(&self) -> bool;
+    /// The LAPIC's TPR as CR8 (bits 7:4 of TPR).
+    fn cr8(&mut self) -> u64;
+    /// A guest write of CR8 into the LAPIC's TPR.
+    fn set_cr8(&mut self, cr8: u64);
+}
+
 /// Guest RAM: the page-table reads of [`GuestMemory`], the accessed and
 /// dirty updates of [`PageTableWrite`], and plain writes, for the RAM
 /// side of a string instruction (MOVS between RAM and MMIO, INS).
@@ -194,6 +275,12 @@ pub enum Step {
     /// Describe the exit in `kvm_run` ([`write_user_exit`]) and return
     /// from `KVM_RUN`.
     ToUser(UserExit),
+    /// Only with an in-kernel irqchip: the vCPU waits (after HLT, or an
+    /// AP waiting for INIT or SIPI; [`VcpuState::mp_state`] says which).
+    /// Block until [`wakeup_pending`] is true (re-check it after every
+    /// kick) or a signal arrives (`KVM_RUN` returns EINTR, the vCPU stays
+    /// waiting), then call [`inject_pending_events`] again before entry.
+    Halt,
 }
 
 /// Up to 16 data words of an internal-error exit.
@@ -606,6 +693,29 @@ pub struct ExitCounters {
     pub lengths_unverified: u64,
     /// Interrupt-window exits handed to userspace.
     pub irq_window_exits: u64,
+    /// In-kernel irqchip: maskable interrupts injected.
+    pub interrupts_injected: u64,
+    /// In-kernel irqchip: NMIs injected.
+    pub nmis_injected: u64,
+    /// In-kernel irqchip: interrupt windows (VINTR) opened.
+    pub interrupt_windows: u64,
+    /// In-kernel irqchip: NMI windows (IRET intercept or VINTR) opened
+    /// for a blocked NMI.
+    pub nmi_windows: u64,
+    /// In-kernel irqchip: HLTs that blocked the vCPU ([`Step::Halt`]).
+    pub halts: u64,
+    /// In-kernel irqchip: INITs taken (register reset).
+    pub inits: u64,
+    /// In-kernel irqchip: SIPIs that started the vCPU.
+    pub sipis: u64,
+    /// In-kernel irqchip: SIPIs dropped (the vCPU did not wait for one).
+    pub sipis_dropped: u64,
+    /// MMIO accesses the in-kernel irqchip answered.
+    pub irqchip_mmio: u64,
+    /// Port accesses the in-kernel irqchip answered.
+    pub irqchip_pio: u64,
+    /// MSR accesses the in-kernel irqchip answered (APIC_BASE included).
+    pub irqchip_msr: u64,
 }
 
 fn bump(counter: &mut u64) {
@@ -637,6 +747,17 @@ impl ExitCounters {
         lengths_corrected: 0,
         lengths_unverified: 0,
         irq_window_exits: 0,
+        interrupts_injected: 0,
+        nmis_injected: 0,
+        interrupt_windows: 0,
+        nmi_windows: 0,
+        halts: 0,
+        inits: 0,
+        sipis: 0,
+        sipis_dropped: 0,
+        irqchip_mmio: 0,
+        irqchip_pio: 0,
+        irqchip_msr: 0,
     };
 
     /// The exits counted under `reason`.
@@ -693,6 +814,17 @@ impl ExitCounters {
             ("lengths_corrected", self.lengths_corrected),
             ("lengths_unverified", self.lengths_unverified),
             ("irq_window_exits", self.irq_window_exits),
+            ("interrupts_injected", self.interrupts_injected),
+            ("nmis_injected", self.nmis_injected),
+            ("interrupt_windows", self.interrupt_windows),
+            ("nmi_windows", self.nmi_windows),
+            ("halts", self.halts),
+            ("inits", self.inits),
+            ("sipis", self.sipis),
+            ("sipis_dropped", self.sipis_dropped),
+            ("irqchip_mmio", self.irqchip_mmio),
+            ("irqchip_pio", self.irqchip_pio),
+            ("irqchip_msr", self.irqchip_msr),
         ] {
             visit("other", name, value);
         }
@@ -914,6 +1046,16 @@ pub struct VcpuState {
     interrupt_window_requested: bool,
     pio_data: [u8; PIO_DATA_CAPACITY],
     counters: ExitCounters,
+    /// KVM_GET/SET_MP_STATE; only [`Step::Halt`] paths change it.
+    mp_state: MpState,
+    /// An NMI the irqchip delivered that is not injected yet.
+    nmi_pending: bool,
+    /// An injected NMI's handler runs (KVM's `nmi_masked` without vNMI):
+    /// the IRET intercept is on.
+    nmi_masked: bool,
+    /// The RIP of the intercepted IRET that will unmask NMIs once it
+    /// retires (KVM's `nmi_iret_rip` / `awaiting_iret_completion`).
+    iret_rip: Option<u64>,
 }
 
 impl Default for VcpuState {
@@ -933,6 +1075,10 @@ impl VcpuState {
             interrupt_window_requested: false,
             pio_data: [0; PIO_DATA_CAPACITY],
             counters: ExitCounters::ZERO,
+            mp_state: MpState::Runnable,
+            nmi_pending: false,
+            nmi_masked: false,
+            iret_rip: None,
         }
     }
 
@@ -946,6 +1092,35 @@ impl VcpuState {
         self.interrupt_window_requested = false;
         self.pio_data.fill(0);
         self.counters = ExitCounters::ZERO;
+        self.mp_state = MpState::Runnable;
+        self.nmi_pending = false;
+        self.nmi_masked = false;
+        self.iret_rip = None;
+    }
+
+    /// KVM_GET_MP_STATE.  Without an in-kernel irqchip always RUNNABLE.
+    pub fn mp_state(&self) -> MpState {
+        self.mp_state
+    }
+
+    /// KVM_SET_MP_STATE after `kvm_api::decode::decode_mp_state`, and the
+    /// backend at KVM_CREATE_VCPU: an AP of a VM with an in-kernel
+    /// irqchip starts `Uninitialized` (waiting for INIT).  SIPI_RECEIVED
+    /// becomes INIT_RECEIVED (the SIPI vector is not part of the ioctl
+    /// here; KVM re-queues the LAPIC's), AP_RESET_HOLD (SEV-ES) is
+    /// refused.
+    pub fn set_mp_state(&mut self, mp_state: MpState) -> Result<(), crate::kvm_api::Error> {
+        self.mp_state = match mp_state {
+            MpState::SipiReceived => MpState::InitReceived,
+            MpState::ApResetHold => return Err(crate::kvm_api::Error::InvalidValue),
+            other => other,
+        };
+        Ok(())
+    }
+
+    /// Whether an NMI waits for injection (KVM_GET_VCPU_EVENTS).
+    pub fn nmi_pending(&self) -> bool {
+        self.nmi_pending
     }
 
     /// KVM_SET_CPUID2.
@@ -1033,9 +1208,46 @@ where
         guest,
         map: memory_map,
         host,
+        irqchip: None,
     };
-    let step = handler.handle();
-    handler.finish(step)
+    handler.handle_and_finish()
+}
+
+/// [`handle_exit`] for a VM with an in-kernel irqchip: the xAPIC page
+/// and IOAPIC window (after the instruction is decoded and emulated),
+/// the PIC and PIT ports, the x2APIC MSRs, IA32_TSC_DEADLINE and
+/// IA32_APIC_BASE go to `irqchip` first; HLT becomes [`Step::Halt`]
+/// unless an event already waits; IRET ends NMI masking.  Call
+/// [`inject_pending_events`] before each entry.
+pub fn handle_exit_with_irqchip<V, G, M>(
+    vcpu: &mut V,
+    state: &mut VcpuState,
+    guest: &mut G,
+    memory_map: &M,
+    host: HostState,
+    irqchip: &mut dyn InKernelIrqchip,
+) -> Step
+where
+    V: VendorVcpu,
+    G: GuestRam,
+    M: MemoryMap + ?Sized,
+{
+    // The guest may have changed CR8 (V_TPR) without an exit; KVM's
+    // `sync_cr8_to_lapic`.  Compared first, so that TPR bits 3:0 set
+    // through the APIC survive.
+    let cr8 = vcpu.cr8();
+    if irqchip.cr8() != cr8 {
+        irqchip.set_cr8(cr8);
+    }
+    Handler {
+        vcpu,
+        state,
+        guest,
+        map: memory_map,
+        host,
+        irqchip: Some(irqchip),
+    }
+    .handle_and_finish()
 }
 
 /// Why [`complete_user_exit`] could not read what userspace left.
@@ -1077,11 +1289,252 @@ where
         guest,
         map: memory_map,
         host: HostState::default(),
+        irqchip: None,
     };
     let step = handler
         .complete(completion.kind, run, pio_page)
         .map_err(CompletionError::RunPage)?;
     Ok(step)
+}
+
+/// Whether the guest can take a maskable interrupt now: RFLAGS.IF and no
+/// interrupt shadow.
+fn interrupts_enabled(vcpu: &impl VendorVcpu) -> bool {
+    vcpu.rflags() & RFLAGS_IF != 0 && !vcpu.interrupt_shadow()
+}
+
+/// While [`Step::Halt`] blocks: whether the vCPU should go on (KVM
+/// `kvm_vcpu_has_events` / `kvm_arch_vcpu_runnable`).  A halted vCPU
+/// wakes for an NMI it can take, INIT, SIPI, or an interrupt while IF is
+/// set; one waiting for INIT or SIPI only for those.
+pub fn wakeup_pending(
+    vcpu: &impl VendorVcpu,
+    state: &VcpuState,
+    irqchip: &mut dyn InKernelIrqchip,
+) -> bool {
+    match state.mp_state {
+        MpState::Uninitialized | MpState::InitReceived | MpState::SipiReceived => {
+            irqchip.has_wakeup_event(false, true)
+        }
+        MpState::Halted | MpState::ApResetHold => {
+            (state.nmi_pending && !state.nmi_masked)
+                || irqchip.has_wakeup_event(interrupts_enabled(vcpu), false)
+        }
+        MpState::Runnable => true,
+    }
+}
+
+/// Segment attributes (VMCB layout) after RESET and INIT, as
+/// `SvmVcpu::reset` sets them: present data/code, LDT, busy 16-bit TSS.
+const RESET_DATA_ATTRIBUTES: u16 = 0x92;
+const RESET_CODE_ATTRIBUTES: u16 = 0x9a;
+const RESET_LDT_ATTRIBUTES: u16 = 0x82;
+const RESET_TSS_ATTRIBUTES: u16 = 0x83;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NW: u64 = 1 << 29;
+const CR0_CD: u64 = 1 << 30;
+
+/// The register state INIT leaves (SDM vol. 3 table 10-1; KVM
+/// `kvm_vcpu_reset(vcpu, true)`): real mode at F000:FFF0, CR0.CD/NW
+/// kept, EDX the CPUID family/model/stepping, everything else zero.  MSRs
+/// other than EFER, the FPU and the debug registers are left alone, as
+/// INIT leaves them (KVM resets DR6/DR7 too; the vendor trait cannot).
+/// An event already queued for injection stays queued: the vendor trait
+/// has no way to drop it (KVM clears it); only an exit that interrupted a
+/// delivery at the moment of the INIT leaves one.
+fn reset_for_init(vcpu: &mut impl VendorVcpu, state: &mut VcpuState) {
+    for register in Gpr::ALL {
+        vcpu.set_gpr(register, 0);
+    }
+    let version = state.cpuid.find(1, Some(0)).map_or(0x600, |entry| entry.eax);
+    vcpu.set_gpr(Gpr::Rdx, u64::from(version));
+    vcpu.set_rflags(2);
+    vcpu.set_rip(0xfff0);
+    let segment = |selector: u16, base: u64, attributes: u16| VendorSegment {
+        selector,
+        attributes,
+        limit: 0xffff,
+        base,
+    };
+    vcpu.set_segment(
+        SegmentRegister::Cs,
+        segment(0xf000, 0xffff_0000, RESET_CODE_ATTRIBUTES),
+    );
+    for register in [
+        SegmentRegister::Es,
+        SegmentRegister::Ss,
+        SegmentRegister::Ds,
+        SegmentRegister::Fs,
+        SegmentRegister::Gs,
+    ] {
+        vcpu.set_segment(register, segment(0, 0, RESET_DATA_ATTRIBUTES));
+    }
+    vcpu.set_segment(SegmentRegister::Ldtr, segment(0, 0, RESET_LDT_ATTRIBUTES));
+    vcpu.set_segment(SegmentRegister::Tr, segment(0, 0, RESET_TSS_ATTRIBUTES));
+    vcpu.set_segment(SegmentRegister::Gdtr, segment(0, 0, 0));
+    vcpu.set_segment(SegmentRegister::Idtr, segment(0, 0, 0));
+    let cr0 = CR0_ET | (vcpu.cr0() & (CR0_CD | CR0_NW));
+    vcpu.set_cr0(cr0);
+    vcpu.set_cr2(0);
+    vcpu.set_cr3(0);
+    vcpu.set_cr4(0);
+    vcpu.set_efer(0);
+    vcpu.set_interrupt_window(false);
+    vcpu.set_nmi_window(false);
+    vcpu.request_tlb_flush();
+    state.nmi_pending = false;
+    state.nmi_masked = false;
+    state.iret_rip = None;
+    state.completion = None;
+}
+
+/// Asks for an exit as soon as the guest can take an interrupt (the
+/// VINTR intercept with a vector-0 V_IRQ that is never delivered, host
+/// notes on TCG).
+fn open_interrupt_window(vcpu: &mut impl VendorVcpu, state: &mut VcpuState) {
+    vcpu.set_interrupt_window(true);
+    bump(&mut state.counters.interrupt_windows);
+}
+
+/// Before each entry of a vCPU of a VM with an in-kernel irqchip (KVM
+/// `kvm_apic_accept_events` and `inject_pending_event`), after the exit
+/// handler re-queued what EXITINTINFO showed interrupted:
+///
+/// 1. INIT resets the registers to the INIT state; the BSP runs on, an
+///    AP waits for SIPI (INIT_RECEIVED).  A SIPI starts a waiting AP in
+///    real mode at `vector << 12` (CS = vector << 8, RIP = 0); others
+///    drop it (counted).
+/// 2. A vCPU waiting (INIT/SIPI, or halted without a wakeup event)
+///    returns [`Step::Halt`]; a halted one with an event becomes
+///    runnable.
+/// 3. With an event already queued (re-injection or an exception), only
+///    windows are opened, to come back for the rest.
+/// 4. An NMI is injected unless NMIs are masked (an NMI handler runs:
+///    the IRET intercept is on, or the IRET has not retired: the
+///    interrupt window stands in for KVM's single-step) or the guest is
+///    in an interrupt shadow (the interrupt window again).
+/// 5. A maskable interrupt is acknowledged and injected through EVENTINJ
+///    when RFLAGS.IF = 1 and no shadow; otherwise the interrupt window
+///    (VINTR) is opened and the exit handler's VINTR exit resumes, to
+///    inject at the next call.
+///
+/// The LAPIC's TPR goes to the guest's CR8 (V_TPR) each time (KVM's
+/// `sync_lapic_to_cr8`).  An interrupt that TPR blocks waits for the next
+/// exit after the guest lowers CR8 (KVM intercepts CR8 writes then; not
+/// done here).
+///
+/// Returns [`Step::Resume`] (enter the guest) or [`Step::Halt`].
+pub fn inject_pending_events(
+    vcpu: &mut impl VendorVcpu,
+    state: &mut VcpuState,
+    irqchip: &mut dyn InKernelIrqchip,
+) -> Step {
+    let step = inject_events(vcpu, state, irqchip);
+    vcpu.set_cr8(irqchip.cr8());
+    step
+}
+
+fn inject_events(
+    vcpu: &mut impl VendorVcpu,
+    state: &mut VcpuState,
+    irqchip: &mut dyn InKernelIrqchip,
+) -> Step {
+    if irqchip.take_init() {
+        bump(&mut state.counters.inits);
+        reset_for_init(vcpu, state);
+        state.mp_state = if irqchip.is_bsp() {
+            MpState::Runnable
+        } else {
+            MpState::InitReceived
+        };
+    }
+    if let Some(vector) = irqchip.take_sipi() {
+        if state.mp_state == MpState::InitReceived {
+            bump(&mut state.counters.sipis);
+            let mut cs = vcpu.segment(SegmentRegister::Cs);
+            cs.selector = u16::from(vector) << 8;
+            cs.base = u64::from(vector) << 12;
+            vcpu.set_segment(SegmentRegister::Cs, cs);
+            vcpu.set_rip(0);
+            state.mp_state = MpState::Runnable;
+        } else {
+            bump(&mut state.counters.sipis_dropped);
+        }
+    }
+    match state.mp_state {
+        MpState::Runnable => {}
+        MpState::Halted if wakeup_pending(vcpu, state, irqchip) => {
+            state.mp_state = MpState::Runnable;
+        }
+        _ => return Step::Halt,
+    }
+    if let Some(rip) = state.iret_rip {
+        if vcpu.rip() != rip {
+            state.nmi_masked = false;
+            state.iret_rip = None;
+        }
+    }
+    if irqchip.take_nmi() {
+        state.nmi_pending = true;
+    }
+    if vcpu.injection_pending() {
+        if state.nmi_pending || irqchip.has_interrupt() {
+            open_interrupt_window(vcpu, state);
+        }
+        return Step::Resume;
+    }
+    if state.nmi_pending {
+        if !state.nmi_masked && !vcpu.interrupt_shadow() {
+            if vcpu.inject_event(Event::nmi()).is_ok() {
+                state.nmi_pending = false;
+                state.nmi_masked = true;
+                state.iret_rip = None;
+                vcpu.set_nmi_window(true);
+                bump(&mut state.counters.nmis_injected);
+            }
+            if irqchip.has_interrupt() {
+                open_interrupt_window(vcpu, state);
+            }
+            return Step::Resume;
+        }
+        bump(&mut state.counters.nmi_windows);
+        if state.nmi_masked && state.iret_rip.is_none() {
+            vcpu.set_nmi_window(true);
+        } else {
+            vcpu.set_interrupt_window(true);
+        }
+    }
+    if irqchip.has_interrupt() {
+        if interrupts_enabled(vcpu) {
+            if let Some(vector) = irqchip.acknowledge_interrupt() {
+                if vcpu.inject_event(Event::interrupt(vector)).is_ok() {
+                    bump(&mut state.counters.interrupts_injected);
+                } else {
+                    state.reject(Rejection::InjectionConflict);
+                }
+            }
+        } else {
+            open_interrupt_window(vcpu, state);
+        }
+    }
+    Step::Resume
+}
+
+/// KVM_SET_MSRS (or any host write) of IA32_APIC_BASE on a VM with an
+/// in-kernel irqchip: the LAPIC's copy is the authoritative one (it
+/// decides the xAPIC page, x2APIC mode and the ids); `state.msrs`
+/// mirrors it for CPUID's APIC bit, `kvm_run.apic_base` and
+/// KVM_GET_MSRS.
+pub fn write_apic_base(
+    state: &mut VcpuState,
+    features: &MsrFeatures,
+    irqchip: &mut dyn InKernelIrqchip,
+    value: u64,
+    origin: MsrOrigin,
+) -> Result<(), MsrError> {
+    irqchip.set_apic_base(value, features, origin)?;
+    state.msrs.apic_base = irqchip.apic_base();
+    Ok(())
 }
 
 /// What `kvm_run` reports beside every exit (`post_kvm_run_save`).
@@ -1160,14 +1613,28 @@ impl<G: GuestRam> PageTableWrite for SharedGuest<'_, '_, G> {
 
 /// The emulator's bus: RAM through the guest memory, everything else
 /// (and writes to read-only slots) deferred to userspace.
-struct Bus<'c, 'g, G, M: ?Sized> {
+struct Bus<'c, 'g, 'i, G, M: ?Sized> {
     guest: SharedGuest<'c, 'g, G>,
     map: &'c M,
+    /// Unbacked accesses go here first.
+    irqchip: Option<&'c mut (dyn InKernelIrqchip + 'i)>,
+    /// Accesses the irqchip answered.
+    in_irqchip: u64,
 }
 
-impl<G: GuestRam, M: MemoryMap + ?Sized> emulate::Mmio for Bus<'_, '_, G, M> {
+impl<G: GuestRam, M: MemoryMap + ?Sized> emulate::Mmio for Bus<'_, '_, '_, G, M> {
     fn read(&mut self, gpa: u64, size: u8) -> Result<MmioResult, MemoryError> {
         if self.map.backing(gpa) == Backing::Unbacked {
+            let mut value = [0u8; 8];
+            if let (Some(irqchip), Some(data)) = (
+                self.irqchip.as_deref_mut(),
+                value.get_mut(..usize::from(size)),
+            ) {
+                if irqchip.mmio_read(gpa, data) {
+                    bump(&mut self.in_irqchip);
+                    return Ok(MmioResult::Done(u64::from_le_bytes(value)));
+                }
+            }
             return Ok(MmioResult::Deferred);
         }
         let mut value = [0u8; 8];
@@ -1179,7 +1646,19 @@ impl<G: GuestRam, M: MemoryMap + ?Sized> emulate::Mmio for Bus<'_, '_, G, M> {
     }
 
     fn write(&mut self, gpa: u64, size: u8, value: u64) -> Result<MmioResult, MemoryError> {
-        if self.map.backing(gpa) != (Backing::Ram { writable: true }) {
+        let backing = self.map.backing(gpa);
+        if backing == Backing::Unbacked {
+            let bytes = value.to_le_bytes();
+            if let (Some(irqchip), Some(data)) =
+                (self.irqchip.as_deref_mut(), bytes.get(..usize::from(size)))
+            {
+                if irqchip.mmio_write(gpa, data) {
+                    bump(&mut self.in_irqchip);
+                    return Ok(MmioResult::Done(0));
+                }
+            }
+        }
+        if backing != (Backing::Ram { writable: true }) {
             return Ok(MmioResult::Deferred);
         }
         let bytes = value.to_le_bytes();
@@ -1388,6 +1867,7 @@ struct Handler<'a, V, G, M: ?Sized> {
     guest: &'a mut G,
     map: &'a M,
     host: HostState,
+    irqchip: Option<&'a mut dyn InKernelIrqchip>,
 }
 
 impl<V, G, M> Handler<'_, V, G, M>
@@ -1396,6 +1876,11 @@ where
     G: GuestRam,
     M: MemoryMap + ?Sized,
 {
+    fn handle_and_finish(&mut self) -> Step {
+        let step = self.handle();
+        self.finish(step)
+    }
+
     fn handle(&mut self) -> Step {
         let info = self.vcpu.exit_info();
         bump_at(
@@ -1431,14 +1916,20 @@ where
             Exit::Npf(npf) => self.npf(npf, delivering),
             Exit::Hlt => {
                 self.skip(&exit);
-                Step::ToUser(UserExit::Hlt)
+                self.halt()
+            }
+            Exit::Iret => {
+                if self.irqchip.is_some() && self.state.nmi_masked {
+                    // NMIs unmask once this IRET retires.
+                    self.state.iret_rip = Some(self.vcpu.rip());
+                }
+                Step::Resume
             }
             Exit::ExternalInterrupt
             | Exit::Nmi
             | Exit::Smi
             | Exit::Init
-            | Exit::InterruptWindow
-            | Exit::Iret => Step::Resume,
+            | Exit::InterruptWindow => Step::Resume,
             Exit::Shutdown => Step::ToUser(UserExit::Shutdown),
             Exit::Exception {
                 vector,
@@ -1488,6 +1979,23 @@ where
             return Step::ToUser(UserExit::IrqWindowOpen);
         }
         step
+    }
+
+    /// HLT, after RIP moved past it: userspace's without an in-kernel
+    /// irqchip; with one, the vCPU blocks unless an event already waits
+    /// (KVM `kvm_emulate_halt`, `kvm_vcpu_has_events`).
+    fn halt(&mut self) -> Step {
+        let Some(irqchip) = self.irqchip.as_deref_mut() else {
+            return Step::ToUser(UserExit::Hlt);
+        };
+        let state = &mut *self.state;
+        state.mp_state = MpState::Halted;
+        if wakeup_pending(&*self.vcpu, state, irqchip) {
+            state.mp_state = MpState::Runnable;
+            return Step::Resume;
+        }
+        bump(&mut state.counters.halts);
+        Step::Halt
     }
 
     // -------------------------------------------------------- failures
@@ -1702,11 +2210,45 @@ where
         Step::Resume
     }
 
+    /// An MSR access the in-kernel irqchip serves: the x2APIC registers,
+    /// IA32_TSC_DEADLINE and IA32_APIC_BASE.  `None` for other MSRs.
+    fn irqchip_msr(&mut self, number: u32, write: bool, value: u64) -> Option<Result<(), MsrError>> {
+        let irqchip = self.irqchip.as_deref_mut()?;
+        if number != MSR_IA32_APICBASE && !is_irqchip_msr(number) {
+            return None;
+        }
+        bump(&mut self.state.counters.irqchip_msr);
+        let read = |vcpu: &mut V, value: u64| {
+            vcpu.set_gpr(Gpr::Rax, value & 0xffff_ffff);
+            vcpu.set_gpr(Gpr::Rdx, value >> 32);
+        };
+        Some(match (number, write) {
+            (MSR_IA32_APICBASE, true) => {
+                let features = self.state.msr_features(self.vcpu);
+                write_apic_base(self.state, &features, irqchip, value, MsrOrigin::Guest)
+            }
+            (MSR_IA32_APICBASE, false) => {
+                read(self.vcpu, irqchip.apic_base());
+                Ok(())
+            }
+            (_, true) => {
+                let guest_tsc = self.host.tsc.wrapping_add(self.state.msrs.tsc_offset);
+                irqchip.msr_write(number, value, guest_tsc)
+            }
+            (_, false) => irqchip
+                .msr_read(number)
+                .map(|value| read(self.vcpu, value)),
+        })
+    }
+
     fn msr(&mut self, exit: &Exit, write: bool) -> Step {
         let number = self.vcpu.gpr(Gpr::Rcx) as u32;
+        let value =
+            (self.vcpu.gpr(Gpr::Rdx) & 0xffff_ffff) << 32 | self.vcpu.gpr(Gpr::Rax) & 0xffff_ffff;
+        if let Some(result) = self.irqchip_msr(number, write, value) {
+            return self.msr_done(exit, result);
+        }
         let result = if write {
-            let value = (self.vcpu.gpr(Gpr::Rdx) & 0xffff_ffff) << 32
-                | self.vcpu.gpr(Gpr::Rax) & 0xffff_ffff;
             let features = self.state.msr_features(self.vcpu);
             msr::write_msr(
                 self.vcpu,
@@ -1723,6 +2265,11 @@ where
                 self.vcpu.set_gpr(Gpr::Rdx, value >> 32);
             })
         };
+        self.msr_done(exit, result)
+    }
+
+    /// Retires the RDMSR/WRMSR, or injects #GP(0) for a refusal.
+    fn msr_done(&mut self, exit: &Exit, result: Result<(), MsrError>) -> Step {
         match result {
             Ok(()) => {
                 self.skip(exit);
@@ -1783,6 +2330,9 @@ where
             return self.string_io(io);
         }
         let size = usize::from(io.size);
+        if let Some(step) = self.irqchip_io(io, size) {
+            return step;
+        }
         let direction = match io.direction {
             IoDirection::Out => {
                 let value = self.vcpu.gpr(Gpr::Rax).to_le_bytes();
@@ -1809,6 +2359,31 @@ where
             port: io.port,
             count: 1,
         })
+    }
+
+    /// IN/OUT the in-kernel irqchip claims (PIC, PIT): done here, RIP
+    /// moves at once.  String I/O to these ports still goes to userspace.
+    fn irqchip_io(&mut self, io: IoExit, size: usize) -> Option<Step> {
+        let irqchip = self.irqchip.as_deref_mut()?;
+        let mut data = [0u8; 8];
+        let claimed = match io.direction {
+            IoDirection::Out => {
+                let value = self.vcpu.gpr(Gpr::Rax).to_le_bytes();
+                irqchip.pio_write(io.port, value.get(..size)?)
+            }
+            IoDirection::In => irqchip.pio_read(io.port, data.get_mut(..size)?),
+        };
+        if !claimed {
+            return None;
+        }
+        bump(&mut self.state.counters.irqchip_pio);
+        if io.direction == IoDirection::In {
+            let mut registers = load_registers(self.vcpu);
+            registers.write(gpr_operand(RAX), io.size, u64::from_le_bytes(data));
+            store_registers(self.vcpu, &registers);
+        }
+        self.vcpu.retire_instruction(io.next_rip);
+        Some(Step::Resume)
     }
 
     /// INS/OUTS: the exit does not say where the data is, so the
@@ -2022,14 +2597,19 @@ where
             let mut bus = Bus {
                 guest: SharedGuest(&cell),
                 map: self.map,
+                irqchip: self.irqchip.as_deref_mut(),
+                in_irqchip: 0,
             };
-            emulate::begin(
+            let result = emulate::begin(
                 &context,
                 &mut registers,
                 &fetched.instruction,
                 &mut memory,
                 &mut bus,
-            )
+            );
+            let counter = &mut self.state.counters.irqchip_mmio;
+            *counter = counter.wrapping_add(bus.in_irqchip);
+            result
         };
         self.emulation_result(result, registers, Some(fetched.bytes))
     }
@@ -2143,6 +2723,8 @@ where
                     let mut bus = Bus {
                         guest: SharedGuest(&cell),
                         map: self.map,
+                        irqchip: self.irqchip.as_deref_mut(),
+                        in_irqchip: 0,
                     };
                     emulate::complete(&pending, &mut registers, &mut bus, value)
                 };

@@ -626,6 +626,13 @@ pub trait VendorVcpu {
     /// The value added to the host TSC for the guest's RDTSC(P).
     fn set_tsc_offset(&mut self, offset: u64);
 
+    /// The guest's task priority as CR8 reads it (bits 3:0).  SVM keeps
+    /// it in V_TPR, which a guest MOV to CR8 changes without an exit
+    /// under V_INTR_MASKING; an in-kernel LAPIC syncs its TPR with it.
+    fn cr8(&self) -> u64;
+    /// Sets the task priority CR8 reads (bits 3:0 are kept).
+    fn set_cr8(&mut self, cr8: u64);
+
     /// Whether the guest is in an interrupt shadow (after STI or MOV SS):
     /// no maskable interrupt or NMI may be injected.
     fn interrupt_shadow(&self) -> bool;

@@ -1,9 +1,11 @@
-//! Replays the corpora of the `pic` and `pit` fuzz targets
-//! (host-backend/fuzz/corpus/{pic,pit}/) through the same harness on the
+//! Replays the corpora of the `pic`, `pit` and `irqchip_vm` fuzz targets
+//! (host-backend/fuzz/corpus/{pic,pit,irqchip_vm}/) through the same harness on the
 //! stable toolchain, and runs the harness on random inputs.
 
 #[path = "common/irqchip_harness.rs"]
 mod irqchip_harness;
+#[path = "common/irqchip_vm_harness.rs"]
+mod irqchip_vm_harness;
 
 use std::path::Path;
 
@@ -32,6 +34,11 @@ fn pit_corpus() {
     replay("pit", irqchip_harness::run_pit);
 }
 
+#[test]
+fn irqchip_vm_corpus() {
+    replay("irqchip_vm", irqchip_vm_harness::run);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
@@ -43,5 +50,10 @@ proptest! {
     #[test]
     fn pit_random_inputs(data in proptest::collection::vec(any::<u8>(), 0..400)) {
         irqchip_harness::run_pit(&data);
+    }
+
+    #[test]
+    fn irqchip_vm_random_inputs(data in proptest::collection::vec(any::<u8>(), 0..800)) {
+        irqchip_vm_harness::run(&data);
     }
 }

@@ -91,6 +91,8 @@ fn binding_sizes() -> BTreeMap<&'static str, usize> {
         ("kvm_debugregs", size_of::<kvm_debugregs>()),
         ("kvm_enable_cap", size_of::<kvm_enable_cap>()),
         ("kvm_xcrs", size_of::<kvm_xcrs>()),
+        ("kvm_irqchip", size_of::<kvm_irqchip>()),
+        ("kvm_pit_state2", size_of::<kvm_pit_state2>()),
     ])
 }
 

@@ -84,7 +84,7 @@ const S390: &str = "s390 only";
 const POWERPC: &str = "powerpc only";
 const ARM64: &str = "arm64 only";
 const IRQCHIP_STATE: &str =
-    "in-kernel PIC/IOAPIC/PIT state save and restore: later issue, with the in-kernel irqchip";
+    "the legacy PIT state and PIT tick reinjection: later issue (KVM_GET/SET_PIT2 are mirrored)";
 const XEN: &str = "Xen guest emulation: not planned";
 const SEV: &str = "SEV memory encryption: not planned";
 const PRIVATE_MEMORY: &str = "private memory (guest_memfd) and pre-faulting: not planned";
@@ -106,8 +106,6 @@ const UNMIRRORED_IOCTLS: &[(&str, &str)] = &[
     ("KVM_S390_UCAS_MAP", S390),
     ("KVM_S390_UCAS_UNMAP", S390),
     ("KVM_S390_VCPU_FAULT", S390),
-    ("KVM_GET_IRQCHIP", IRQCHIP_STATE),
-    ("KVM_SET_IRQCHIP", IRQCHIP_STATE),
     (
         "KVM_CREATE_PIT",
         "superseded by KVM_CREATE_PIT2 (which pvrs mirrors)",
@@ -120,8 +118,6 @@ const UNMIRRORED_IOCTLS: &[(&str, &str)] = &[
         "later issue: pvrs-vmm boots from vCPU 0, the default",
     ),
     ("KVM_XEN_HVM_CONFIG", XEN),
-    ("KVM_GET_PIT2", IRQCHIP_STATE),
-    ("KVM_SET_PIT2", IRQCHIP_STATE),
     ("KVM_PPC_GET_PVINFO", POWERPC),
     ("KVM_PPC_GET_SMMU_INFO", POWERPC),
     ("KVM_PPC_ALLOCATE_HTAB", POWERPC),
@@ -690,6 +686,7 @@ fn crate_layouts() -> Vec<StructLayout> {
             "struct kvm_ioapic_state",
             [base_address, ioregsel, id, irr, pad, redirtbl]
         ),
+        layout!(kvm_irqchip, "struct kvm_irqchip", [chip_id, pad, chip]),
         layout!(
             kvm_coalesced_mmio_zone,
             "struct kvm_coalesced_mmio_zone",

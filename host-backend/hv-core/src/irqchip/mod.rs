@@ -54,6 +54,10 @@ pub enum TimerId {
     Lapic(u32),
     /// PIT channel 0, the one wired to an interrupt line.
     PitChannel0,
+    /// The IOAPIC's deferred re-delivery after an interrupt storm
+    /// (`ioapic::EoiFollowUp::InjectLater`), armed by the VM's irqchip
+    /// (`vm::VmIrqchip`) [`ioapic::IOAPIC_EOI_INJECT_DELAY_NS`] ahead.
+    IoapicEoiInject,
 }
 
 /// How an interrupt message selects its destination (SDM vol. 3 11.6.2).
@@ -191,6 +195,7 @@ pub fn u64_to_bytes(value: u64, data: &mut [u8]) {
 pub mod lapic;
 pub mod pic;
 pub mod pit;
+pub mod vm;
 
 #[cfg(test)]
 pub(crate) mod testenv;

@@ -213,10 +213,24 @@ fn pin_of_priority(priority: u8, priority_add: u8) -> u8 {
 }
 
 impl Chip {
-    fn with_elcr_mask(elcr_mask: u8) -> Self {
+    const fn with_elcr_mask(elcr_mask: u8) -> Self {
         Self {
+            last_irr: 0,
+            irr: 0,
+            imr: 0,
+            isr: 0,
+            priority_add: 0,
+            irq_base: 0,
+            read_isr: false,
+            poll: false,
+            special_mask: false,
+            init: InitState::Ready,
+            auto_eoi: false,
+            rotate_on_auto_eoi: false,
+            special_fully_nested: false,
+            init4: false,
+            elcr: 0,
             elcr_mask,
-            ..Self::default()
         }
     }
 
@@ -449,14 +463,20 @@ impl Default for Pic {
 impl Pic {
     /// The pair as KVM_CREATE_IRQCHIP leaves it: all registers zero (so
     /// nothing masked, vector base 0, initialized), KVM's ELCR masks.
-    pub fn new() -> Self {
+    /// A `const fn`, so that a VM's irqchip can be built at compile time
+    /// and copied into its allocation.
+    pub const fn new() -> Self {
         Self {
             chips: [
                 Chip::with_elcr_mask(MASTER_ELCR_MASK),
                 Chip::with_elcr_mask(SLAVE_ELCR_MASK),
             ],
             output: false,
-            counters: PicCounters::default(),
+            counters: PicCounters {
+                non_byte_accesses: 0,
+                unsupported_modes: 0,
+                bad_pins: 0,
+            },
         }
     }
 

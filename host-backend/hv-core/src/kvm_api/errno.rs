@@ -144,6 +144,12 @@ pub enum Error {
     /// transfer larger than the data page, too many data words...): a bug
     /// of the caller, refused instead of writing a truncated exit.
     ExitDoesNotFit,
+    /// A device that exists once per VM is created again (KVM_CREATE_PIT2
+    /// twice, KVM_CREATE_IRQCHIP twice) (EEXIST).
+    AlreadyExists,
+    /// A request for an in-kernel device the VM does not have (no PIT for
+    /// KVM_GET_PIT2, no in-kernel LAPIC for KVM_GET_LAPIC) (ENXIO).
+    NoDevice,
 }
 
 impl Error {
@@ -169,6 +175,8 @@ impl Error {
             | Error::RouteConflict
             | Error::ExitDoesNotFit => Errno::EINVAL,
             Error::TableFull => Errno::ENOMEM,
+            Error::AlreadyExists => Errno::EEXIST,
+            Error::NoDevice => Errno::ENXIO,
         }
     }
 }

@@ -316,6 +316,14 @@ kvm_ioctls! {
     /// Sets the level of a GSI of the in-kernel irqchip (api.rst 4.25).
     IrqLine = KVM_IRQ_LINE: _IOW::<kvm_irq_level>(KVMIO, 0x61), VM,
         Argument::In(core::mem::size_of::<kvm_irq_level>());
+    /// Reads one in-kernel interrupt controller's state, chosen by
+    /// `chip_id` (api.rst 4.26).
+    GetIrqchip = KVM_GET_IRQCHIP: _IOWR::<kvm_irqchip>(KVMIO, 0x62), VM,
+        Argument::InOut(core::mem::size_of::<kvm_irqchip>());
+    /// Writes one in-kernel interrupt controller's state (api.rst 4.27);
+    /// `_IOR` in the header although userspace writes.
+    SetIrqchip = KVM_SET_IRQCHIP: _IOR::<kvm_irqchip>(KVMIO, 0x63), VM,
+        Argument::In(core::mem::size_of::<kvm_irqchip>());
     /// KVM_IRQ_LINE that also returns whether the interrupt was delivered.
     IrqLineStatus = KVM_IRQ_LINE_STATUS: _IOWR::<kvm_irq_level>(KVMIO, 0x67), VM,
         Argument::InOut(core::mem::size_of::<kvm_irq_level>());
@@ -337,6 +345,12 @@ kvm_ioctls! {
     /// Creates the in-kernel i8254 PIT (api.rst 4.71).
     CreatePit2 = KVM_CREATE_PIT2: _IOW::<kvm_pit_config>(KVMIO, 0x77), VM,
         Argument::In(core::mem::size_of::<kvm_pit_config>());
+    /// Reads the in-kernel PIT's state (api.rst 4.72).
+    GetPit2 = KVM_GET_PIT2: _IOR::<crate::irqchip::pit::PitState2>(KVMIO, 0x9f), VM,
+        Argument::Out(core::mem::size_of::<crate::irqchip::pit::PitState2>());
+    /// Writes the in-kernel PIT's state (api.rst 4.73).
+    SetPit2 = KVM_SET_PIT2: _IOW::<crate::irqchip::pit::PitState2>(KVMIO, 0xa0), VM,
+        Argument::In(core::mem::size_of::<crate::irqchip::pit::PitState2>());
     /// Attaches an eventfd to writes to a port or MMIO address (api.rst 4.59).
     Ioeventfd = KVM_IOEVENTFD: _IOW::<kvm_ioeventfd>(KVMIO, 0x79), VM,
         Argument::In(core::mem::size_of::<kvm_ioeventfd>());

@@ -533,6 +533,60 @@ kvm_struct! {
     }
 }
 
+/// The size of the `chip` union of `struct kvm_irqchip` (its `dummy`
+/// member, the largest).
+pub const KVM_IRQCHIP_UNION_SIZE: usize = 512;
+
+kvm_struct! {
+    /// KVM_GET_IRQCHIP / KVM_SET_IRQCHIP (api.rst 4.26, 4.27): one chip's
+    /// state, `chip_id` KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE
+    /// (a `struct kvm_pic_state` at the start of `chip`) or
+    /// KVM_IRQCHIP_IOAPIC (a [`kvm_ioapic_state`]); see
+    /// `irqchip::vm::VmIrqchip::get_irqchip`.
+    pub struct kvm_irqchip {
+        /// Which chip.
+        pub chip_id: u32,
+        /// Padding.
+        pub pad: u32,
+        /// The C union `chip` as little-endian 64-bit words (the union is
+        /// 8-byte aligned for the IOAPIC's `base_address`); the chip's
+        /// struct is at its start and the rest is zero on KVM_GET_IRQCHIP.
+        /// See [`kvm_irqchip::chip_bytes`].
+        pub chip: [u64; KVM_IRQCHIP_UNION_SIZE / 8],
+    }
+}
+
+impl kvm_irqchip {
+    /// The `chip` union's bytes.
+    pub fn chip_bytes(&self) -> [u8; KVM_IRQCHIP_UNION_SIZE] {
+        let mut bytes = [0u8; KVM_IRQCHIP_UNION_SIZE];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(self.chip) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        bytes
+    }
+
+    /// A `kvm_irqchip` for `chip_id` whose union starts with `state` (at
+    /// most 512 bytes are taken) and is zero after it.
+    pub fn with_chip_bytes(chip_id: u32, state: &[u8]) -> Self {
+        let mut bytes = [0u8; KVM_IRQCHIP_UNION_SIZE];
+        for (target, source) in bytes.iter_mut().zip(state) {
+            *target = *source;
+        }
+        let mut chip = [0u64; KVM_IRQCHIP_UNION_SIZE / 8];
+        for (word, chunk) in chip.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(chunk);
+            *word = u64::from_le_bytes(le);
+        }
+        Self {
+            chip_id,
+            pad: 0,
+            chip,
+        }
+    }
+}
+
 kvm_struct! {
     /// KVM_CREATE_PIT2 (api.rst 4.71, the second of that number).
     pub struct kvm_pit_config {

@@ -449,6 +449,15 @@ impl VendorVcpu for SvmVcpu {
         self.vmcb.control.tsc_offset = offset;
     }
 
+    fn cr8(&self) -> u64 {
+        u64::from(self.vmcb.control.int_ctl & V_TPR_MASK)
+    }
+
+    fn set_cr8(&mut self, cr8: u64) {
+        let control = &mut self.vmcb.control;
+        control.int_ctl = (control.int_ctl & !V_TPR_MASK) | (cr8 as u32 & V_TPR_MASK);
+    }
+
     fn interrupt_shadow(&self) -> bool {
         u64::from(self.vmcb.control.int_state) & SVM_INTERRUPT_SHADOW_MASK != 0
     }

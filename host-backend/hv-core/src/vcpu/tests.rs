@@ -922,7 +922,7 @@ fn counters_are_listed_for_debugfs() {
     assert!(lines.contains(&("exit", "intr", 1)));
     assert_eq!(
         lines.len(),
-        ExitReason::COUNT + PortClass::COUNT + EmulationFailureKind::COUNT + Rejection::COUNT + 12
+        ExitReason::COUNT + PortClass::COUNT + EmulationFailureKind::COUNT + Rejection::COUNT + 23
     );
 }
 
@@ -935,3 +935,5 @@ fn reset_clears_everything() {
     assert!(!machine.state.has_pending_completion());
     assert_eq!(*machine.counters(), ExitCounters::ZERO);
 }
+
+mod irqchip;

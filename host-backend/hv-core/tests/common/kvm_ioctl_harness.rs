@@ -95,6 +95,10 @@ fn decode_argument(ioctl: Ioctl, fd: FdKind, options: u16, bytes: &[u8]) {
         }
         Ioctl::SetFpu | Ioctl::GetFpu => plain_round_trip::<kvm_fpu>(bytes),
         Ioctl::SetLapic | Ioctl::GetLapic => plain_round_trip::<kvm_lapic_state>(bytes),
+        Ioctl::SetIrqchip | Ioctl::GetIrqchip => plain_round_trip::<kvm_irqchip>(bytes),
+        Ioctl::SetPit2 | Ioctl::GetPit2 => {
+            plain_round_trip::<hv_core::irqchip::pit::PitState2>(bytes)
+        }
         Ioctl::IrqLine | Ioctl::IrqLineStatus => plain_round_trip::<kvm_irq_level>(bytes),
         Ioctl::GetDirtyLog => plain_round_trip::<kvm_dirty_log>(bytes),
         Ioctl::SetIdentityMapAddr => plain_round_trip::<u64>(bytes),
