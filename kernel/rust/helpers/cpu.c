@@ -55,3 +55,10 @@ void rust_helper_cond_resched(void)
 {
 	cond_resched();
 }
+
+/* smp_send_reschedule() without its IPI tracepoint, which helpers cannot
+ * reach; the IPI itself is the same. */
+void rust_helper_smp_send_reschedule(int cpu)
+{
+	arch_smp_send_reschedule(cpu);
+}

@@ -95,6 +95,19 @@ pub fn run_on<F: Fn() + Sync>(cpu: u32, f: &F) -> Result {
     })
 }
 
+/// Sends CPU `cpu` a reschedule IPI without waiting (`smp_send_reschedule`):
+/// a CPU running a guest leaves it (an INTR intercept) and re-checks its
+/// work. Callable from any context, hard interrupts included, unlike
+/// [`run_on`]; `cpu` must be an online CPU other than the caller's.
+pub fn send_reschedule(cpu: u32) {
+    if cpu >= nr_cpu_ids() {
+        return;
+    }
+    // SAFETY: `cpu` is a valid CPU number (checked above); the IPI only
+    // sets the target's reschedule flag.
+    unsafe { bindings::smp_send_reschedule(cpu as _) }
+}
+
 /// Gives the CPU to another task if a reschedule is due (`cond_resched`);
 /// a kernel loop that may run long calls it, which also reports an RCU
 /// quiescent state.

@@ -189,8 +189,10 @@ macro_rules! impl_has_hr_timer {
         // type the compiler checks to be `HrTimer<$timer_type>` below.
         unsafe impl $crate::time::hrtimer::HasHrTimer<$timer_type> for $self {
             const OFFSET: usize = {
-                let _check =
-                    |this: &$self| -> &$crate::time::hrtimer::HrTimer<$timer_type> { &this.$field };
+                #[allow(dead_code)]
+                fn check(this: &$self) -> &$crate::time::hrtimer::HrTimer<$timer_type> {
+                    &this.$field
+                }
                 ::core::mem::offset_of!(Self, $field)
             };
         }
