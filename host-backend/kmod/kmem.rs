@@ -242,19 +242,56 @@ impl vcpu::GuestRam for UserGuestMemory<'_> {
     }
 }
 
-/// The initial hv-core vCPU state, built at compile time (`new` is a
-/// `const fn`), copied into each new vCPU's allocation.
+/// hv-core state that is plain data (no heap, no references, no `Drop`)
+/// and built at compile time by a `const fn`, which may be copied bitwise
+/// out of a `static` into a fresh allocation: the way to get such state on
+/// the heap without building it on the kernel stack first.
+///
+/// # Safety
+///
+/// Implementors must be plain data as described: a bitwise copy of a
+/// valid value is a valid, independent value.
+pub(crate) unsafe trait PlainState: Sized + 'static {
+    /// The value to copy.
+    fn initial() -> &'static Self;
+
+    /// A copy of [`PlainState::initial`] on the heap.
+    fn boxed() -> Result<KBox<Self>> {
+        let mut uninit = KBox::<Self>::new_uninit(flags::GFP_KERNEL)?;
+        // SAFETY: The source is a valid value and the destination a fresh
+        // allocation of the same type; per the trait's contract a bitwise
+        // copy is a valid, independent value.
+        unsafe { core::ptr::copy_nonoverlapping(Self::initial(), uninit.as_mut_ptr(), 1) };
+        // SAFETY: Initialized just above.
+        Ok(unsafe { uninit.assume_init() })
+    }
+}
+
+/// The initial hv-core vCPU state (about 12 KiB).
 static INITIAL_VCPU_STATE: vcpu::VcpuState = vcpu::VcpuState::new();
 
-/// A fresh hv-core vCPU state on the heap. It is about 12 KiB, too big to
-/// build on the kernel stack and move.
+// SAFETY: `VcpuState` holds arrays, integers and `Option`s of them only.
+unsafe impl PlainState for vcpu::VcpuState {
+    fn initial() -> &'static Self {
+        &INITIAL_VCPU_STATE
+    }
+}
+
+/// The in-kernel irqchip of a VM (hv-core `irqchip::vm`).
+pub(crate) type Irqchip = crate::irqchip::vm::VmIrqchip<{ crate::vm_file::MAX_VCPUS }>;
+
+/// The initial irqchip (about 30 KiB): no vCPUs, no PIT, empty routing.
+static INITIAL_IRQCHIP: Irqchip = Irqchip::new();
+
+// SAFETY: `VmIrqchip` holds the device models, the routing table and
+// queues: arrays, integers and `Option`s of them only.
+unsafe impl PlainState for Irqchip {
+    fn initial() -> &'static Self {
+        &INITIAL_IRQCHIP
+    }
+}
+
+/// A fresh hv-core vCPU state on the heap.
 pub(crate) fn new_vcpu_state() -> Result<KBox<vcpu::VcpuState>> {
-    let mut uninit = KBox::<vcpu::VcpuState>::new_uninit(flags::GFP_KERNEL)?;
-    // SAFETY: The source is a valid value and the destination is a fresh
-    // allocation of the same type. `VcpuState` owns nothing (no heap, no
-    // references, no `Drop`): it is plain data, so a bitwise copy is a
-    // valid, independent value.
-    unsafe { core::ptr::copy_nonoverlapping(&INITIAL_VCPU_STATE, uninit.as_mut_ptr(), 1) };
-    // SAFETY: Initialized just above.
-    Ok(unsafe { uninit.assume_init() })
+    vcpu::VcpuState::boxed()
 }

@@ -8,9 +8,12 @@ use crate::{
     kvm_api::constants::{
         KVM_CAP_DESTROY_MEMORY_REGION_WORKS, KVM_CAP_EXT_CPUID, KVM_CAP_EXT_EMUL_CPUID,
         KVM_CAP_GET_MSR_FEATURES, KVM_CAP_GET_TSC_KHZ, KVM_CAP_IMMEDIATE_EXIT,
-        KVM_CAP_INTERNAL_ERROR_DATA, KVM_CAP_MAX_VCPUS, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MP_STATE,
-        KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_READONLY_MEM, KVM_CAP_SET_IDENTITY_MAP_ADDR,
-        KVM_CAP_SET_TSS_ADDR, KVM_CAP_USER_MEMORY, KVM_CAP_USER_MEMORY2, KVM_CAP_XCRS,
+        KVM_CAP_INTERNAL_ERROR_DATA, KVM_CAP_IRQCHIP, KVM_CAP_IRQ_INJECT_STATUS,
+        KVM_CAP_IRQ_ROUTING, KVM_CAP_MAX_VCPUS, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MP_STATE,
+        KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_PIT2, KVM_CAP_PIT_STATE2,
+        KVM_CAP_READONLY_MEM, KVM_CAP_SET_IDENTITY_MAP_ADDR, KVM_CAP_SET_TSS_ADDR,
+        KVM_CAP_SIGNAL_MSI, KVM_CAP_TSC_DEADLINE_TIMER, KVM_CAP_USER_MEMORY, KVM_CAP_USER_MEMORY2,
+        KVM_CAP_XCRS,
     },
     kvm_api::{self, decode, ioctl::Ioctl, layout},
     supported_cpuid::{self, SupportedCpuidConfig},
@@ -34,8 +37,8 @@ pub(crate) const KVM_API_VERSION: isize = 12;
 /// KVM_CHECK_EXTENSION (api.rst 4.4): what this backend really does,
 /// with KVM's meaning of each answer (a limit, or 1 for "supported").
 /// Everything else answers 0, so a VMM takes its fallback instead of
-/// meeting a missing ioctl later: no in-kernel irqchip, PIT, irqfd or
-/// ioeventfd, no KVM_GET/SET_XSAVE or vCPU events, no dirty logging yet.
+/// meeting a missing ioctl later: no irqfd or ioeventfd, no
+/// KVM_GET/SET_XSAVE or vCPU events, no dirty logging yet.
 pub(crate) fn check_extension(cap: usize) -> isize {
     let Ok(cap) = u32::try_from(cap) else {
         return 0;
@@ -63,6 +66,14 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         // KVM_GET/SET_MP_STATE (RUNNABLE only until the in-kernel LAPIC)
         // and KVM_GET/SET_XCRS.
         KVM_CAP_MP_STATE | KVM_CAP_XCRS => 1,
+        // The in-kernel irqchip: LAPICs, IOAPIC, PIC (KVM_CREATE_IRQCHIP,
+        // KVM_IRQ_LINE(_STATUS), KVM_GET/SET_IRQCHIP, KVM_GET/SET_LAPIC),
+        // GSI routing with MSIs, the PIT (KVM_CREATE_PIT2, KVM_GET/SET_PIT2)
+        // and the LAPIC's TSC-deadline mode. No irqfd yet.
+        KVM_CAP_IRQCHIP | KVM_CAP_IRQ_INJECT_STATUS | KVM_CAP_SIGNAL_MSI => 1,
+        KVM_CAP_PIT2 | KVM_CAP_PIT_STATE2 | KVM_CAP_TSC_DEADLINE_TIMER => 1,
+        // The routes the fixed-capacity table holds (KVM: 4096).
+        KVM_CAP_IRQ_ROUTING => crate::irqchip::routing::GSI_ROUTING_CAPACITY as isize,
         _ => 0,
     }
 }
@@ -104,7 +115,9 @@ impl FileOps for SystemFile {
 /// What this backend implements beyond the hardware, for CPUID.
 pub(crate) fn cpuid_config() -> SupportedCpuidConfig {
     SupportedCpuidConfig {
-        lapic: false,
+        // The in-kernel LAPIC (KVM_CREATE_IRQCHIP): APIC, x2APIC and the
+        // TSC-deadline timer.
+        lapic: true,
         kvm_features: 0,
         host_xcr0: kernel::x86::read_xcr0(),
     }

@@ -10,15 +10,16 @@
 //! copying the exit into the page the VMM mapped.
 
 use crate::{
+    irqchip::TimerId,
     kmem::{SvmVcpuBox, UserGuestMemory},
     kvm_api::wire::Wire,
     kvm_api::{self, decode, ioctl::Ioctl, layout, run},
     regs, svm, svm_hw,
     user_copy::{read_user, read_user_entries, read_user_header, write_user},
     vcpu,
-    vm_file::{classify_ioctl, kvm_error, Vm},
+    vm_file::{classify_ioctl, kvm_error, now_ns, Vm, MAX_VCPUS},
 };
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use kernel::{
     alloc::{flags, KBox, KVec},
     cpu,
@@ -28,6 +29,12 @@ use kernel::{
     page::{Page, PAGE_SIZE},
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex},
+    time::{
+        hrtimer::{
+            ArcHrTimerHandle, HrTimer, HrTimerCallback, HrTimerMode, HrTimerPointer, HrTimerRestart,
+        },
+        Ktime,
+    },
     uaccess::UserSlice,
     x86::{read_xcr0, write_xcr0, GuestFpu},
 };
@@ -70,7 +77,39 @@ pub(crate) struct Vcpu {
     run_page: Page,
     /// Page 1 (KVM_PIO_PAGE_OFFSET): port I/O data.
     pio_page: Page,
+    /// The LAPIC timer, and the handle that keeps it armed.
+    #[pin]
+    lapic_timer: HrTimer<Vcpu>,
+    #[pin]
+    lapic_handle: Mutex<Option<ArcHrTimerHandle<Vcpu>>>,
+    /// Set by the LAPIC timer; the vCPU calls its LAPIC before entering.
+    lapic_timer_fired: AtomicBool,
+    /// Set by a kick: an event for this vCPU (ends a halt).
+    wake_pending: AtomicBool,
 }
+
+kernel::impl_has_hr_timer! { impl HasHrTimer<Vcpu> for Vcpu { self.lapic_timer } }
+
+impl HrTimerCallback for Vcpu {
+    fn run(this: ArcBorrow<'_, Self>) -> HrTimerRestart {
+        this.lapic_timer_fired.store(true, Ordering::Release);
+        // Hard interrupt context: no lock. A halted vCPU wakes (a wakeup
+        // lost between its check and its sleep costs at most its bounded
+        // sleep); one in the guest on another CPU is sent out of it (on
+        // this CPU, this interrupt already made it exit).
+        this.vm.halt_wait.notify_all();
+        let cpu = this.running_on.load(Ordering::SeqCst);
+        if cpu >= 0 {
+            cpu::send_reschedule(cpu as u32);
+        }
+        HrTimerRestart::NoRestart
+    }
+}
+
+/// The longest a halted vCPU sleeps before it looks again: bounds what a
+/// wakeup from hard-interrupt context (which cannot take `halt_lock`) may
+/// lose, and is when the IOAPIC's deferred EOI re-injection is checked.
+const HALT_RECHECK_MS: u32 = 10;
 
 /// CR4.OSXSAVE (SDM vol. 3, 2.5): XSETBV and XGETBV are enabled.
 const CR4_OSXSAVE: u64 = 1 << 18;
@@ -115,6 +154,10 @@ impl Vcpu {
                 running_on: AtomicI32::new(-1),
                 run_page,
                 pio_page,
+                lapic_timer <- HrTimer::new(HrTimerMode::Absolute),
+                lapic_handle <- new_mutex!(None),
+                lapic_timer_fired: AtomicBool::new(false),
+                wake_pending: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )
@@ -126,6 +169,105 @@ impl Vcpu {
         let cpu = self.running_on.load(Ordering::SeqCst);
         if cpu >= 0 {
             let _ = cpu::run_on(cpu as u32, &|| {});
+        }
+    }
+
+    /// Makes the vCPU notice new irqchip events: wakes it from a halt, or
+    /// sends it out of the guest (without waiting, unlike `kick`).
+    pub(crate) fn wake(&self) {
+        {
+            let _guard = self.vm.halt_lock.lock();
+            self.wake_pending.store(true, Ordering::Release);
+        }
+        self.vm.halt_wait.notify_all();
+        let cpu = self.running_on.load(Ordering::SeqCst);
+        if cpu >= 0 {
+            cpu::send_reschedule(cpu as u32);
+        }
+    }
+
+    /// Arms the LAPIC timer for `deadline` (ns of `now_ns`'s clock), or
+    /// cancels it.
+    pub(crate) fn set_lapic_timer(self: &Arc<Self>, deadline: Option<u64>) {
+        let mut handle = self.lapic_handle.lock();
+        // Dropping the old handle cancels the old expiry.
+        *handle = None;
+        if let Some(deadline) = deadline {
+            *handle = Some(self.clone().start(Ktime::from_raw(deadline as i64)));
+        }
+    }
+
+    /// KVM_CREATE_VCPU of an AP with an in-kernel irqchip: it waits for
+    /// INIT and SIPI.
+    pub(crate) fn set_mp_state(&self, mp_state: decode::MpState) -> Result {
+        self.inner
+            .lock()
+            .state
+            .set_mp_state(mp_state)
+            .map_err(kvm_error)
+    }
+
+    /// Runs `f` on this vCPU's view of the in-kernel irqchip, first giving
+    /// the irqchip the timers that fired, then applies the effects; `None`
+    /// without an irqchip.
+    fn with_irqchip<T>(
+        &self,
+        f: impl FnOnce(&mut crate::irqchip::vm::VcpuIrqchip<'_, MAX_VCPUS>) -> T,
+    ) -> Option<T> {
+        let now = now_ns();
+        let (value, effects) = {
+            let mut guard = self.vm.irqchip.lock();
+            let chip = guard.as_mut()?;
+            let mut effects = crate::irqchip::vm::Effects::NONE;
+            if self.lapic_timer_fired.swap(false, Ordering::AcqRel) {
+                effects.merge(&chip.timer_fired(now, TimerId::Lapic(self.id)));
+            }
+            if self.vm.pit_fired.swap(false, Ordering::AcqRel) {
+                effects.merge(&chip.timer_fired(now, TimerId::PitChannel0));
+            }
+            let eoi_deadline = self.vm.ioapic_eoi_deadline.load(Ordering::Acquire);
+            if eoi_deadline != 0 && now >= eoi_deadline {
+                self.vm.ioapic_eoi_deadline.store(0, Ordering::Release);
+                effects.merge(&chip.timer_fired(now, TimerId::IoapicEoiInject));
+            }
+            let mut view = crate::irqchip::vm::VcpuIrqchip::new(
+                chip,
+                self.id as usize,
+                now,
+                kernel::x86::tsc_khz(),
+            );
+            let value = f(&mut view);
+            effects.merge(&view.effects);
+            (value, effects)
+        };
+        self.vm.as_arc_borrow().apply_effects(&effects);
+        Some(value)
+    }
+
+    /// A halted vCPU (HLT, or an AP waiting for INIT/SIPI): sleeps until
+    /// an event ends the halt (true) or a signal arrives (false).
+    fn halt(&self, inner: &mut VcpuInner) -> bool {
+        loop {
+            let woken = self
+                .with_irqchip(|view| vcpu::wakeup_pending(&*inner.svm, &inner.state, view))
+                .unwrap_or(true);
+            if woken {
+                return true;
+            }
+            if kernel::current!().signal_pending() {
+                return false;
+            }
+            let mut guard = self.vm.halt_lock.lock();
+            if self.wake_pending.swap(false, Ordering::AcqRel)
+                || self.lapic_timer_fired.load(Ordering::Acquire)
+                || self.vm.pit_fired.load(Ordering::Acquire)
+            {
+                continue;
+            }
+            let _ = self.vm.halt_wait.wait_interruptible_timeout(
+                &mut guard,
+                kernel::time::msecs_to_jiffies(HALT_RECHECK_MS),
+            );
         }
     }
 
@@ -209,10 +351,13 @@ impl Vcpu {
         }
         loop {
             match step {
-                // Halt comes only from the in-kernel irqchip path
-                // (`handle_exit_with_irqchip`), which this module does
-                // not use yet.
-                vcpu::Step::Resume | vcpu::Step::Halt => {}
+                vcpu::Step::Resume => {}
+                vcpu::Step::Halt => {
+                    if !self.halt(inner) {
+                        self.exit_interrupted(inner)?;
+                        return Err(EINTR);
+                    }
+                }
                 vcpu::Step::MapPage { gpa, write } => {
                     if let Err(e) = self.vm.mem.lock().map_page(gpa, write) {
                         pr_warn!(
@@ -234,11 +379,42 @@ impl Vcpu {
                 return Err(EINTR);
             }
             cpu::cond_resched();
+            if self.vm.has_irqchip.load(Ordering::Acquire) {
+                // Events first (re-injection, NMI, the next interrupt or
+                // a window); an AP waiting for SIPI or a HLT with nothing
+                // to deliver halts here.
+                let injected = self.with_irqchip(|view| {
+                    vcpu::inject_pending_events(&mut *inner.svm, &mut inner.state, view)
+                });
+                if let Some(vcpu::Step::Halt) = injected {
+                    step = vcpu::Step::Halt;
+                    continue;
+                }
+            }
             let host = self.enter_guest(inner);
-            step = {
-                let mem = self.vm.mem.lock();
-                let mut guest = UserGuestMemory { mem: &mem };
-                vcpu::handle_exit(&mut *inner.svm, &mut inner.state, &mut guest, &*mem, host)
+            let with_chip = if self.vm.has_irqchip.load(Ordering::Acquire) {
+                self.with_irqchip(|view| {
+                    let mem = self.vm.mem.lock();
+                    let mut guest = UserGuestMemory { mem: &mem };
+                    vcpu::handle_exit_with_irqchip(
+                        &mut *inner.svm,
+                        &mut inner.state,
+                        &mut guest,
+                        &*mem,
+                        host,
+                        view,
+                    )
+                })
+            } else {
+                None
+            };
+            step = match with_chip {
+                Some(step) => step,
+                None => {
+                    let mem = self.vm.mem.lock();
+                    let mut guest = UserGuestMemory { mem: &mem };
+                    vcpu::handle_exit(&mut *inner.svm, &mut inner.state, &mut guest, &*mem, host)
+                }
             };
         }
     }
@@ -425,7 +601,49 @@ impl Vcpu {
         for i in 0..n as usize {
             let slot = &mut bytes[i * entry_size..(i + 1) * entry_size];
             let mut entry: layout::kvm_msr_entry = decode::decode(slot).map_err(kvm_error)?;
-            let ok = if write {
+            let irqchip = self.vm.has_irqchip.load(Ordering::Acquire);
+            let in_irqchip = irqchip
+                && (entry.index == crate::msr::MSR_IA32_APICBASE
+                    || crate::irqchip::vm::is_irqchip_msr(entry.index));
+            let ok = if in_irqchip {
+                // The LAPIC's MSRs (APIC_BASE, whose authoritative copy is
+                // the LAPIC's, x2APIC and TSC_DEADLINE), as a VMM saves and
+                // restores them.
+                let features = inner.state.msr_features(&*inner.svm);
+                let guest_tsc = tsc.wrapping_add(inner.state.msrs.tsc_offset);
+                let result = self.with_irqchip(|view| {
+                    use crate::vcpu::InKernelIrqchip;
+                    if entry.index == crate::msr::MSR_IA32_APICBASE {
+                        if write {
+                            vcpu::write_apic_base(
+                                &mut inner.state,
+                                &features,
+                                view,
+                                entry.data,
+                                crate::msr::MsrOrigin::Host,
+                            )
+                            .map(|()| entry.data)
+                        } else {
+                            Ok(view.apic_base())
+                        }
+                    } else if write {
+                        view.msr_write(entry.index, entry.data, guest_tsc)
+                            .map(|()| entry.data)
+                    } else {
+                        view.msr_read(entry.index)
+                    }
+                });
+                match result {
+                    Some(Ok(value)) => {
+                        if !write {
+                            entry.data = value;
+                            decode::encode(&entry, slot).map_err(kvm_error)?;
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            } else if write {
                 let features = inner.state.msr_features(&*inner.svm);
                 crate::msr::write_msr(
                     &mut *inner.svm,
@@ -504,7 +722,24 @@ impl FileOps for VcpuFile {
                 .map_err(|_| EINVAL)?;
                 regs::set_sregs(&mut *inner.svm, &new, &limits)
                     .map_err(|e| Error::from_errno(-e.errno()))?;
-                inner.state.msrs.apic_base = new.apic_base;
+                if vcpu.vm.has_irqchip.load(Ordering::Acquire) {
+                    // The LAPIC holds the authoritative copy.
+                    let inner = &mut *inner;
+                    let written = vcpu.with_irqchip(|view| {
+                        vcpu::write_apic_base(
+                            &mut inner.state,
+                            &features,
+                            view,
+                            new.apic_base,
+                            crate::msr::MsrOrigin::Host,
+                        )
+                    });
+                    if !matches!(written, Some(Ok(()))) {
+                        return Err(EINVAL);
+                    }
+                } else {
+                    inner.state.msrs.apic_base = new.apic_base;
+                }
                 <svm::SvmVcpu as crate::vendor::VendorVcpu>::request_tlb_flush(&mut inner.svm);
                 Ok(0)
             }
@@ -544,11 +779,13 @@ impl FileOps for VcpuFile {
                 }
                 Ok(0)
             }
-            // Without the in-kernel LAPIC a vCPU is always runnable: HLT
-            // is an exit to userspace, and there is no INIT/SIPI.
+            // Without the in-kernel LAPIC a vCPU is always runnable (HLT
+            // is an exit to userspace, there is no INIT/SIPI); with it,
+            // hv-core keeps the state.
             Ioctl::GetMpState => {
+                let mp_state = vcpu.inner.lock().state.mp_state();
                 let state = layout::kvm_mp_state {
-                    mp_state: decode::MpState::Runnable.to_raw(),
+                    mp_state: mp_state.to_raw(),
                 };
                 write_user(arg, &state).map(|()| 0)
             }
@@ -557,13 +794,58 @@ impl FileOps for VcpuFile {
                 UserSlice::new(arg, bytes.len())
                     .reader()
                     .read_slice(&mut bytes)?;
-                decode::decode_mp_state(&bytes, false).map_err(kvm_error)?;
+                let lapic = vcpu.vm.has_irqchip.load(Ordering::Acquire);
+                let mp_state = decode::decode_mp_state(&bytes, lapic).map_err(kvm_error)?;
+                vcpu.set_mp_state(mp_state)?;
+                Ok(0)
+            }
+            Ioctl::GetLapic => {
+                let now = now_ns();
+                let regs = {
+                    let guard = vcpu.vm.irqchip.lock();
+                    // KVM: EINVAL without an in-kernel LAPIC.
+                    let chip = guard.as_ref().ok_or(EINVAL)?;
+                    chip.get_lapic(vcpu.id as usize, now).map_err(kvm_error)?
+                };
+                crate::user_copy::write_user_bytes(arg, &regs)?;
+                Ok(0)
+            }
+            Ioctl::SetLapic => {
+                let mut regs = [0u8; crate::irqchip::lapic::KVM_APIC_REG_SIZE];
+                UserSlice::new(arg, regs.len())
+                    .reader()
+                    .read_slice(&mut regs)?;
+                let now = now_ns();
+                let effects = {
+                    let mut guard = vcpu.vm.irqchip.lock();
+                    let chip = guard.as_mut().ok_or(EINVAL)?;
+                    chip.set_lapic(vcpu.id as usize, now, &regs)
+                        .map_err(kvm_error)?
+                };
+                vcpu.vm.as_arc_borrow().apply_effects(&effects);
+                let mut inner = vcpu.inner.lock();
+                if let Some(base) = vcpu
+                    .vm
+                    .irqchip
+                    .lock()
+                    .as_ref()
+                    .and_then(|c| c.apic_base(vcpu.id as usize))
+                {
+                    inner.state.msrs.apic_base = base;
+                }
                 Ok(0)
             }
             // The guest's TSC runs at the host's rate (offset only).
             Ioctl::GetTscKhz => Ok(kernel::x86::tsc_khz() as isize),
             _ => Err(EINVAL),
         }
+    }
+
+    fn release(vcpu: Arc<Vcpu>) {
+        // An armed LAPIC timer's handle holds the vCPU: cancel it, so that
+        // the vCPU (and its VM) can go.
+        let handle = vcpu.lapic_handle.lock().take();
+        drop(handle);
     }
 
     fn mmap(vcpu: ArcBorrow<'_, Vcpu>, vma: &VmaNew) -> Result {

@@ -12,12 +12,22 @@
 //! the TLB generation that vCPUs check before each entry, and only then
 //! drops the pins: a guest can never reach a page the VMM no longer maps.
 //!
+//! The in-kernel irqchip (KVM_CREATE_IRQCHIP, api.rst 4.24-4.27, 4.52,
+//! 4.71-4.75): hv-core's `irqchip::vm::VmIrqchip` under one VM-wide lock;
+//! what an operation causes comes back as effects applied after the
+//! unlock: vCPUs to wake or send out of the guest (a reschedule IPI), and
+//! the LAPIC and PIT hrtimers to arm. A timer's callback (hard interrupt)
+//! only sets a flag and wakes; the vCPU calls the irqchip before its next
+//! entry.
+//!
 //! Not done yet: MMU notifiers (a page the VMM remaps stays mapped to the
-//! guest, pinned, until its slot changes), dirty logging, 2 MiB mappings.
+//! guest, pinned, until its slot changes), dirty logging, 2 MiB mappings,
+//! irqfd.
 
 use crate::{
-    kmem::{IopmBox, NptPages},
-    kvm_api::{self, decode, ioctl::Ioctl, layout},
+    irqchip::TimerId,
+    kmem::{IopmBox, Irqchip, NptPages, PlainState},
+    kvm_api::{self, decode, ioctl::Ioctl, layout, wire::Wire},
     memslot, npt, svm_hw,
     system::check_extension,
     vcpu,
@@ -26,7 +36,7 @@ use crate::{
 };
 use core::{
     fmt::Write,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 use kernel::{
     alloc::{flags, KVec},
@@ -34,11 +44,17 @@ use kernel::{
     file_ops::FileOps,
     fmt,
     mm::PinnedUserPage,
-    new_mutex,
+    new_condvar, new_mutex,
     prelude::*,
     rbtree::RBTree,
     str::CString,
-    sync::{Arc, ArcBorrow, Mutex},
+    sync::{Arc, ArcBorrow, CondVar, Mutex},
+    time::{
+        hrtimer::{
+            ArcHrTimerHandle, HrTimer, HrTimerCallback, HrTimerMode, HrTimerPointer, HrTimerRestart,
+        },
+        Ktime,
+    },
     uaccess::UserSlice,
 };
 
@@ -66,6 +82,52 @@ pub(crate) struct Vm {
     /// is released (its file holds a reference to the VM).
     #[pin]
     debugfs: Mutex<Option<debugfs::Dir>>,
+    /// The in-kernel LAPICs, IOAPIC, PIC and PIT (KVM_CREATE_IRQCHIP), one
+    /// lock for all of them: a vCPU takes it around the irqchip part of an
+    /// exit and of each entry. With at most 8 vCPUs the contention is
+    /// small, and a message can be routed to every LAPIC under it.
+    #[pin]
+    pub(crate) irqchip: Mutex<Option<KBox<Irqchip>>>,
+    /// Whether `irqchip` is set (read without the lock on every entry).
+    pub(crate) has_irqchip: AtomicBool,
+    /// Halted vCPUs wait here; every event that may end a halt (a kick,
+    /// a timer, an IRQ line) notifies it.
+    #[pin]
+    pub(crate) halt_wait: CondVar,
+    /// The lock `halt_wait` is used with: a waker from thread context
+    /// takes it to set its flag, so a waiter cannot miss it between its
+    /// check and its sleep.
+    #[pin]
+    pub(crate) halt_lock: Mutex<()>,
+    /// PIT channel 0's timer, and the handle that keeps it armed.
+    #[pin]
+    pit_timer: HrTimer<Vm>,
+    #[pin]
+    pit_handle: Mutex<Option<ArcHrTimerHandle<Vm>>>,
+    /// Set by the PIT timer; the next vCPU to enter calls the PIT.
+    pub(crate) pit_fired: AtomicBool,
+    /// When the IOAPIC wants its deferred EOI re-injection (ns, 0: never).
+    pub(crate) ioapic_eoi_deadline: AtomicU64,
+    /// The VM file was released: the PIT is not armed again (its handle
+    /// would hold the VM).
+    released: AtomicBool,
+}
+
+kernel::impl_has_hr_timer! { impl HasHrTimer<Vm> for Vm { self.pit_timer } }
+
+impl HrTimerCallback for Vm {
+    fn run(this: ArcBorrow<'_, Self>) -> HrTimerRestart {
+        this.pit_fired.store(true, Ordering::Release);
+        // A halted vCPU wakes; a running one sees the flag at its next
+        // exit (at the latest the host's next tick).
+        this.halt_wait.notify_all();
+        HrTimerRestart::NoRestart
+    }
+}
+
+/// The current time on the clock the irqchip's deadlines use.
+pub(crate) fn now_ns() -> u64 {
+    Ktime::ktime_get().to_ns() as u64
 }
 
 /// VMs created since the module loaded, for debugfs names.
@@ -229,6 +291,15 @@ impl Vm {
                 iopm,
                 nested_cr3,
                 debugfs <- new_mutex!(None),
+                irqchip <- new_mutex!(None),
+                has_irqchip: AtomicBool::new(false),
+                halt_wait <- new_condvar!(),
+                halt_lock <- new_mutex!(()),
+                pit_timer <- HrTimer::new(HrTimerMode::Absolute),
+                pit_handle <- new_mutex!(None),
+                pit_fired: AtomicBool::new(false),
+                ioapic_eoi_deadline: AtomicU64::new(0),
+                released: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )
@@ -352,12 +423,231 @@ impl Vm {
             return Err(EEXIST);
         }
         let vcpu = Vcpu::new(self.into(), id as u32)?;
+        if let Some(chip) = self.irqchip.lock().as_mut() {
+            // The TSC-deadline timer is offered (the supported CPUID lists
+            // it with the LAPIC).
+            chip.add_vcpu(id, true).map_err(kvm_error)?;
+            if id != 0 {
+                // An AP waits for INIT and SIPI.
+                vcpu.set_mp_state(decode::MpState::Uninitialized)?;
+            }
+        }
         // Room first, so that the push after the file exists cannot fail:
         // a vCPU missing from the list could not be kicked.
         vcpus.reserve(1, GFP_KERNEL)?;
         let fd = anon_inode::new_fd(c_str!("kvm-vcpu"), &self.host.vcpu_fops, vcpu.clone())?;
         vcpus.push(vcpu, GFP_KERNEL)?;
         Ok(fd as isize)
+    }
+}
+
+impl Vm {
+    /// KVM_CREATE_IRQCHIP (api.rst 4.24): the LAPICs, IOAPIC and PIC, with
+    /// KVM's default GSI routing; before any vCPU, once.
+    fn create_irqchip(&self) -> Result<isize> {
+        let vcpus = self.vcpus.lock();
+        let mut irqchip = self.irqchip.lock();
+        if irqchip.is_some() {
+            return Err(EEXIST);
+        }
+        if !vcpus.is_empty() {
+            return Err(EINVAL);
+        }
+        let mut chip = Irqchip::boxed()?;
+        chip.set_default_routing();
+        *irqchip = Some(chip);
+        self.has_irqchip.store(true, Ordering::Release);
+        Ok(0)
+    }
+
+    /// Runs `f` on the irqchip under its lock, then applies the effects
+    /// it returns (after the unlock): ENXIO without an irqchip, as KVM.
+    pub(crate) fn with_irqchip<T>(
+        self: ArcBorrow<'_, Self>,
+        f: impl FnOnce(&mut Irqchip) -> Result<(T, crate::irqchip::vm::Effects<MAX_VCPUS>)>,
+    ) -> Result<T> {
+        let (value, effects) = {
+            let mut guard = self.irqchip.lock();
+            let chip = guard.as_mut().ok_or(ENXIO)?;
+            f(chip)?
+        };
+        self.apply_effects(&effects);
+        Ok(value)
+    }
+
+    /// What an irqchip operation asked for: vCPUs to wake or kick out of
+    /// the guest, and timers to arm or cancel.
+    pub(crate) fn apply_effects(
+        self: ArcBorrow<'_, Self>,
+        effects: &crate::irqchip::vm::Effects<MAX_VCPUS>,
+    ) {
+        if effects.is_empty() {
+            return;
+        }
+        // The vCPUs to act on, collected first: the list's lock is not
+        // held while a vCPU's own locks are taken (the debugfs reader
+        // takes them in the other order).
+        let mut targets: KVec<(Arc<Vcpu>, Option<Option<u64>>, bool)> = KVec::new();
+        {
+            let vcpus = self.vcpus.lock();
+            for vcpu in vcpus.iter() {
+                let timer = effects.timer(TimerId::Lapic(vcpu.id));
+                let kick = effects.kicks(vcpu.id as usize);
+                if (timer.is_some() || kick)
+                    && targets
+                        .push((vcpu.clone(), timer, kick), GFP_KERNEL)
+                        .is_err()
+                {
+                    pr_warn!(
+                        "irqchip: no memory to deliver an event to vCPU {}\n",
+                        vcpu.id
+                    );
+                }
+            }
+        }
+        for (vcpu, timer, kick) in targets.iter() {
+            if let Some(deadline) = timer {
+                vcpu.set_lapic_timer(*deadline);
+            }
+            if *kick {
+                vcpu.wake();
+            }
+        }
+        if let Some(deadline) = effects.timer(TimerId::PitChannel0) {
+            let mut handle = self.pit_handle.lock();
+            // Dropping the old handle cancels the old expiry.
+            *handle = None;
+            if let Some(deadline) = deadline.filter(|_| !self.released.load(Ordering::Acquire)) {
+                let vm: Arc<Vm> = self.into();
+                *handle = Some(vm.start(Ktime::from_raw(deadline as i64)));
+            }
+        }
+        if let Some(deadline) = effects.timer(TimerId::IoapicEoiInject) {
+            self.ioapic_eoi_deadline
+                .store(deadline.unwrap_or(0), Ordering::Release);
+        }
+    }
+
+    /// KVM_IRQ_LINE / KVM_IRQ_LINE_STATUS (api.rst 4.25, 4.64).
+    fn irq_line(self: ArcBorrow<'_, Self>, arg: usize, with_status: bool) -> Result<isize> {
+        let mut bytes = [0u8; core::mem::size_of::<layout::kvm_irq_level>()];
+        UserSlice::new(arg, bytes.len())
+            .reader()
+            .read_slice(&mut bytes)?;
+        let line = crate::irqchip::routing::decode_irq_line(&bytes).map_err(kvm_error)?;
+        let now = now_ns();
+        let status = self.with_irqchip(|chip| Ok(chip.set_gsi(now, line.gsi, line.level)))?;
+        if with_status {
+            let mut out = layout::kvm_irq_level::ZERO;
+            out.irq = status as u32;
+            out.level = u32::from(line.level);
+            decode::encode(&out, &mut bytes).map_err(kvm_error)?;
+            UserSlice::new(arg, bytes.len())
+                .writer()
+                .write_slice(&bytes)?;
+        }
+        Ok(0)
+    }
+
+    /// KVM_SIGNAL_MSI (api.rst 4.71): 1 delivered, 0 blocked, as KVM.
+    fn signal_msi(self: ArcBorrow<'_, Self>, arg: usize) -> Result<isize> {
+        let mut bytes = [0u8; core::mem::size_of::<layout::kvm_msi>()];
+        UserSlice::new(arg, bytes.len())
+            .reader()
+            .read_slice(&mut bytes)?;
+        let msi: layout::kvm_msi = decode::decode(&bytes).map_err(kvm_error)?;
+        // KVM: EINVAL for unknown flags and without an in-kernel irqchip.
+        if msi.flags != 0 || !self.has_irqchip.load(Ordering::Acquire) {
+            return Err(EINVAL);
+        }
+        let now = now_ns();
+        let status = self.with_irqchip(|chip| {
+            Ok(chip.signal_msi(now, msi.address_lo, msi.address_hi, msi.data))
+        })?;
+        Ok(status.max(0) as isize)
+    }
+
+    /// KVM_SET_GSI_ROUTING (api.rst 4.52): the whole table, checked by
+    /// hv-core before anything changes.
+    fn set_gsi_routing(&self, arg: usize) -> Result<isize> {
+        let header = crate::user_copy::read_user_header(arg)?;
+        let nr = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        if nr > crate::kvm_api::constants::KVM_MAX_IRQ_ROUTES {
+            return Err(EINVAL);
+        }
+        let entry_size = <layout::kvm_irq_routing_entry as Wire>::SIZE;
+        let entries = crate::user_copy::read_user_entries(arg, header.len(), entry_size, nr)?;
+        let mut bytes = KVec::with_capacity(header.len() + entries.len(), GFP_KERNEL)?;
+        bytes.extend_from_slice(&header, GFP_KERNEL)?;
+        bytes.extend_from_slice(&entries, GFP_KERNEL)?;
+        let mut guard = self.irqchip.lock();
+        let chip = guard.as_mut().ok_or(EINVAL)?;
+        chip.set_routing(&bytes).map_err(kvm_error)?;
+        Ok(0)
+    }
+
+    /// KVM_GET_IRQCHIP / KVM_SET_IRQCHIP (api.rst 4.26, 4.27).
+    fn irqchip_state(self: ArcBorrow<'_, Self>, arg: usize, write: bool) -> Result<isize> {
+        let mut bytes = [0u8; core::mem::size_of::<layout::kvm_irqchip>()];
+        UserSlice::new(arg, bytes.len())
+            .reader()
+            .read_slice(&mut bytes)?;
+        let request: layout::kvm_irqchip = decode::decode(&bytes).map_err(kvm_error)?;
+        if write {
+            let now = now_ns();
+            self.with_irqchip(|chip| {
+                Ok(((), chip.set_irqchip(now, &request).map_err(kvm_error)?))
+            })?;
+            return Ok(0);
+        }
+        let state = {
+            let guard = self.irqchip.lock();
+            let chip = guard.as_ref().ok_or(ENXIO)?;
+            chip.get_irqchip(request.chip_id).map_err(kvm_error)?
+        };
+        decode::encode(&state, &mut bytes).map_err(kvm_error)?;
+        UserSlice::new(arg, bytes.len())
+            .writer()
+            .write_slice(&bytes)?;
+        Ok(0)
+    }
+
+    /// KVM_CREATE_PIT2 (api.rst 4.71).
+    fn create_pit2(&self, arg: usize) -> Result<isize> {
+        let mut bytes = [0u8; core::mem::size_of::<layout::kvm_pit_config>()];
+        UserSlice::new(arg, bytes.len())
+            .reader()
+            .read_slice(&mut bytes)?;
+        let config = decode::decode_pit_config(&bytes).map_err(kvm_error)?;
+        let mut guard = self.irqchip.lock();
+        let chip = guard.as_mut().ok_or(ENOENT)?;
+        chip.create_pit(config, now_ns()).map_err(kvm_error)?;
+        Ok(0)
+    }
+
+    /// KVM_GET_PIT2 / KVM_SET_PIT2 (api.rst 4.74, 4.75).
+    fn pit_state(self: ArcBorrow<'_, Self>, arg: usize, write: bool) -> Result<isize> {
+        let mut bytes = [0u8; <crate::irqchip::pit::PitState2 as Wire>::SIZE];
+        if write {
+            UserSlice::new(arg, bytes.len())
+                .reader()
+                .read_slice(&mut bytes)?;
+            let state: crate::irqchip::pit::PitState2 =
+                decode::decode(&bytes).map_err(kvm_error)?;
+            let now = now_ns();
+            self.with_irqchip(|chip| Ok(((), chip.set_pit2(now, &state).map_err(kvm_error)?)))?;
+            return Ok(0);
+        }
+        let state = {
+            let guard = self.irqchip.lock();
+            let chip = guard.as_ref().ok_or(ENXIO)?;
+            chip.get_pit2().map_err(kvm_error)?
+        };
+        decode::encode(&state, &mut bytes).map_err(kvm_error)?;
+        UserSlice::new(arg, bytes.len())
+            .writer()
+            .write_slice(&bytes)?;
+        Ok(0)
     }
 }
 
@@ -408,6 +698,16 @@ impl FileOps for VmFile {
             }
             // New vCPUs' TSC runs at the host's rate (offset only).
             Ioctl::GetTscKhz => Ok(kernel::x86::tsc_khz() as isize),
+            Ioctl::CreateIrqchip => vm.create_irqchip(),
+            Ioctl::IrqLine => vm.irq_line(arg, false),
+            Ioctl::IrqLineStatus => vm.irq_line(arg, true),
+            Ioctl::SignalMsi => vm.signal_msi(arg),
+            Ioctl::SetGsiRouting => vm.set_gsi_routing(arg),
+            Ioctl::GetIrqchip => vm.irqchip_state(arg, false),
+            Ioctl::SetIrqchip => vm.irqchip_state(arg, true),
+            Ioctl::CreatePit2 => vm.create_pit2(arg),
+            Ioctl::GetPit2 => vm.pit_state(arg, false),
+            Ioctl::SetPit2 => vm.pit_state(arg, true),
             // Known to the KVM API but not implemented here (yet): the
             // capabilities that announce them answer 0.
             _ => Err(ENOTTY),
@@ -420,5 +720,13 @@ impl FileOps for VmFile {
         // longer, without statistics).
         let dir = vm.debugfs.lock().take();
         drop(dir);
+        // The armed PIT timer's handle holds the VM, and the VM holds its
+        // vCPUs, which hold the VM: cancel the one and drop the others,
+        // so that the VM goes once its vCPU files are closed too.
+        vm.released.store(true, Ordering::Release);
+        let pit = vm.pit_handle.lock().take();
+        drop(pit);
+        let vcpus = core::mem::take(&mut *vm.vcpus.lock());
+        drop(vcpus);
     }
 }

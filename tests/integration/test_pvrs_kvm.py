@@ -193,17 +193,13 @@ echo "L1: {tag}_rw=$(sha256sum /tmp/rw.img | cut -d' ' -f1) {tag}_ro=$(sha256sum
 HOSTILE = paths.GUEST_TOOLS / "pvrs-kvm-hostile"
 # Cases where /dev/pvrs answers differently from kvm_amd, each with the
 # reason. Everything else must match case by case.
-IRQCHIP = "no in-kernel irqchip yet (issue 13): the VM ioctl is not implemented (ENOTTY)"
+NO_IRQFD = "no irqfd yet: KVM_IRQFD is ENOTTY (pvrs-vmm polls its devices without it)"
 NO_IOEVENTFD = "no ioeventfd yet: ENOTTY (pvrs-vmm falls back to MMIO exits)"
 NO_DIRTY_LOG = "no dirty logging yet: the ioctl is ENOTTY, the slot flag EINVAL"
 NO_SMM = "no SMM: one address space (KVM with SMM has two)"
 HOSTILE_DIFFERENCES: dict[str, str] = {
-    "create_irqchip_after_vcpu": IRQCHIP,
-    "create_irqchip_twice": IRQCHIP,
-    "irq_line_without_irqchip": IRQCHIP,
-    "irqfd_unknown_flag": IRQCHIP,
-    "irqfd_without_irqchip": IRQCHIP,
-    "signal_msi_without_irqchip": IRQCHIP,
+    "irqfd_unknown_flag": NO_IRQFD,
+    "irqfd_without_irqchip": NO_IRQFD,
     "interrupt_twice": "no KVM_INTERRUPT (userspace-irqchip injection) yet: EINVAL",
     "ioeventfd_deassign_missing": NO_IOEVENTFD,
     "ioeventfd_len_3": NO_IOEVENTFD,

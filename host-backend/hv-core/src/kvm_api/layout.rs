@@ -559,9 +559,11 @@ kvm_struct! {
 impl kvm_irqchip {
     /// The `chip` union's bytes.
     pub fn chip_bytes(&self) -> [u8; KVM_IRQCHIP_UNION_SIZE] {
+        // Indexed rather than zipped with `chunks_exact`: the kernel's
+        // objtool flags the iterator adapter that zip specialises to.
         let mut bytes = [0u8; KVM_IRQCHIP_UNION_SIZE];
-        for (chunk, word) in bytes.chunks_exact_mut(8).zip(self.chip) {
-            chunk.copy_from_slice(&word.to_le_bytes());
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = (self.chip[i / 8] >> (8 * (i % 8))) as u8;
         }
         bytes
     }
@@ -574,10 +576,8 @@ impl kvm_irqchip {
             *target = *source;
         }
         let mut chip = [0u64; KVM_IRQCHIP_UNION_SIZE / 8];
-        for (word, chunk) in chip.iter_mut().zip(bytes.chunks_exact(8)) {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(chunk);
-            *word = u64::from_le_bytes(le);
+        for (i, byte) in bytes.iter().enumerate() {
+            chip[i / 8] |= u64::from(*byte) << (8 * (i % 8));
         }
         Self {
             chip_id,
