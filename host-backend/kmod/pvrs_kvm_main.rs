@@ -20,6 +20,10 @@
 //! `enable_virt_at_load`; loading fails with EBUSY if another hypervisor
 //! already has SVM on.
 
+// `pin_init!` expands recursively per field, and the VM's initializer has
+// more fields than the default limit of 128 allows.
+#![recursion_limit = "256"]
+
 use kernel::{
     c_str,
     cpu::{self, HotplugCallbacks, HotplugRegistration},

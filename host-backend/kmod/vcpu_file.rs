@@ -132,10 +132,14 @@ fn zeroed_buffer() -> Result<KVec<u8>> {
 
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
-        let svm = SvmVcpuBox::new(svm_hw::svm_features(), vm.iopm.pa(), vm.nested_cr3)?;
+        let mut svm = SvmVcpuBox::new(svm_hw::svm_features(), vm.iopm.pa(), vm.nested_cr3)?;
+        let mut state = crate::kmem::new_vcpu_state()?;
+        // The guest's TSC counts from the VM's creation, on every vCPU.
+        state.msrs.tsc_offset = vm.initial_tsc_offset;
+        crate::vendor::VendorVcpu::set_tsc_offset(&mut *svm, vm.initial_tsc_offset);
         let inner = VcpuInner {
             svm,
-            state: crate::kmem::new_vcpu_state()?,
+            state,
             seen_tlb_generation: vm.tlb_generation.load(Ordering::SeqCst),
             run_copy: zeroed_buffer()?,
             pio_copy: zeroed_buffer()?,

@@ -111,6 +111,10 @@ pub(crate) struct Vm {
     /// The VM file was released: the PIT is not armed again (its handle
     /// would hold the VM).
     released: AtomicBool,
+    /// The TSC offset every new vCPU starts with: the guest's TSC counts
+    /// from 0 at the VM's creation, the same on every vCPU (KVM's
+    /// `kvm_synchronize_tsc` at vCPU creation).
+    pub(crate) initial_tsc_offset: u64,
 }
 
 kernel::impl_has_hr_timer! { impl HasHrTimer<Vm> for Vm { self.pit_timer } }
@@ -300,6 +304,7 @@ impl Vm {
                 pit_fired: AtomicBool::new(false),
                 ioapic_eoi_deadline: AtomicU64::new(0),
                 released: AtomicBool::new(false),
+                initial_tsc_offset: kernel::x86::rdtsc_ordered().wrapping_neg(),
             }),
             GFP_KERNEL,
         )
