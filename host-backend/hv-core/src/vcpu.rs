@@ -2736,8 +2736,20 @@ where
 
     fn complete_string_io(&mut self, string: &StringIo, data: Option<&[u8]>) -> Step {
         let size = usize::from(string.size);
+        let mut registers = load_registers(self.vcpu);
+        // Userspace may have changed RCX during the exit (api.rst does not
+        // forbid it; KVM's emulator re-reads it): complete no more
+        // elements than it now asks for, so that a smaller count cannot
+        // make RCX wrap and the instruction run on past the buffer
+        // (userspace_io_test).
+        let count = if string.rep {
+            let remaining = registers.read(gpr_operand(RCX), string.address_size);
+            u32::try_from(remaining).map_or(string.count, |rcx| rcx.min(string.count))
+        } else {
+            string.count
+        };
         if let Some(data) = data {
-            for element in 0..string.count {
+            for element in 0..count {
                 let start = element as usize * size;
                 let Some(bytes) = data.get(start..start + size) else {
                     return self.emulation_failure(EmulationFailureKind::InvalidState, None);
@@ -2747,8 +2759,7 @@ where
                 }
             }
         }
-        let mut registers = load_registers(self.vcpu);
-        let moved = u64::from(string.count).wrapping_mul(u64::from(string.size));
+        let moved = u64::from(count).wrapping_mul(u64::from(string.size));
         let step = if string.backwards {
             moved.wrapping_neg()
         } else {
@@ -2768,7 +2779,7 @@ where
         advance(&mut registers, index, step);
         let mut done = true;
         if string.rep {
-            advance(&mut registers, RCX, u64::from(string.count).wrapping_neg());
+            advance(&mut registers, RCX, u64::from(count).wrapping_neg());
             done = registers.read(gpr_operand(RCX), string.address_size) == 0;
         }
         store_registers(self.vcpu, &registers);

@@ -890,6 +890,26 @@ fn rep_insw_backwards_in_long_mode_stops_at_the_page() {
 }
 
 #[test]
+fn userspace_lowering_rcx_during_rep_insb_completes_only_what_is_left() {
+    // userspace_io_test: the guest's REP INSB of 2 exits with count 2;
+    // userspace sets RCX to 1 meanwhile. One byte lands, RCX ends at 0 and
+    // the instruction retires (RCX must not wrap and run on).
+    let mut machine = Machine::long_mode();
+    machine.code(&[0xf3, 0x6c]); // rep insb
+    machine.vcpu.set_gpr(Gpr::Rdi, 0x20_0000);
+    machine.vcpu.set_gpr(Gpr::Rcx, 2);
+    let step = machine.io(0x80, 1, true, true, true, CODE + 2);
+    assert!(matches!(step, Step::ToUser(UserExit::Io { count: 2, .. })));
+    machine.vcpu.set_gpr(Gpr::Rcx, 1);
+    let run_page = vec![0u8; run::KVM_RUN_SIZE];
+    machine.complete(&run_page, &[0xaa, 0xbb]);
+    assert_eq!(machine.ram.peek(0x20_0000, 2), [0xaa, 0]);
+    assert_eq!(machine.vcpu.gpr(Gpr::Rcx), 0);
+    assert_eq!(machine.vcpu.gpr(Gpr::Rdi), 0x20_0001);
+    assert_eq!(machine.vcpu.rip(), CODE + 2);
+}
+
+#[test]
 fn string_io_that_disagrees_with_the_exit_is_refused() {
     let mut machine = Machine::long_mode();
     machine.code(&[0xec]); // in al, dx: not INS
