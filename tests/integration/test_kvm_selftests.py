@@ -67,15 +67,11 @@ WAITING: dict[str, str] = {
     "x86_64/smm_test": "no SMM (KVM_CAP_X86_SMM)",
     "x86_64/state_test": "no KVM_GET/SET_VCPU_EVENTS or KVM_GET/SET_XSAVE yet",
     "x86_64/sync_regs_test": "no kvm_run sync_regs (KVM_CAP_SYNC_REGS)",
-    "x86_64/tsc_msrs_test": "BUG to investigate: a host KVM_SET_MSRS of IA32_TSC reads back "
-                            "0x10080000000 instead of the value written",
-    "x86_64/userspace_io_test": "BUG to investigate: the guest takes a #PF in its REP INS/OUTS "
-                                "sequence (string I/O emulation)",
     "x86_64/userspace_msr_exit_test": "no KVM_CAP_X86_USER_SPACE_MSR / MSR filters",
     "x86_64/xapic_state_test": "no KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)",
-    "x86_64/xcr0_cpuid_test": "BUG to investigate: the guest's XGETBV at reset does not read "
-                              "x87 only (XCR0 is not intercepted on TCG; the guest value is "
-                              "loaded only with CR4.OSXSAVE)",
+    "x86_64/xcr0_cpuid_test": "BUG: the guest sets CR4.OSXSAVE itself (not intercepted) and its "
+                              "XGETBV then reads the host's XCR0, since the guest value is only "
+                              "loaded at entry once OSXSAVE is set; needs the CR4-write intercept",
     "x86_64/max_vcpuid_cap_test": "vCPU ids stay below 8 (KVM_CAP_MAX_VCPU_ID 8, not "
                                   "enableable); the test needs 256",
     "x86_64/recalc_apic_map_test": "512 vCPUs; pvrs_kvm allows 8 (KVM_CAP_MAX_VCPUS)",
