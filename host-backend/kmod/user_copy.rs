@@ -13,9 +13,21 @@ use kernel::{
     uaccess::UserSlice,
 };
 
+/// The largest fixed-size argument copied through the helpers below
+/// (`struct kvm_lapic_state`, 1024 bytes).
+const MAX_ARGUMENT: usize = 1024;
+
+/// The `N` bytes of a fixed-size argument at user address `arg`, for the
+/// decoders that take bytes.
+pub(crate) fn read_user_bytes<const N: usize>(arg: usize) -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    UserSlice::new(arg, N).reader().read_slice(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Reads a `T` from user address `arg`.
 pub(crate) fn read_user<T: kvm_api::wire::Wire>(arg: usize) -> Result<T> {
-    let mut bytes = [0u8; 512];
+    let mut bytes = [0u8; MAX_ARGUMENT];
     let bytes = bytes.get_mut(..T::SIZE).ok_or(EINVAL)?;
     UserSlice::new(arg, T::SIZE).reader().read_slice(bytes)?;
     decode::decode(bytes).map_err(kvm_error)
@@ -23,7 +35,7 @@ pub(crate) fn read_user<T: kvm_api::wire::Wire>(arg: usize) -> Result<T> {
 
 /// Writes `value` to user address `arg`.
 pub(crate) fn write_user<T: kvm_api::wire::Wire>(arg: usize, value: &T) -> Result {
-    let mut bytes = [0u8; 512];
+    let mut bytes = [0u8; MAX_ARGUMENT];
     let bytes = bytes.get_mut(..T::SIZE).ok_or(EINVAL)?;
     decode::encode(value, bytes).map_err(kvm_error)?;
     UserSlice::new(arg, T::SIZE).writer().write_slice(bytes)

@@ -15,7 +15,7 @@ use crate::{
     kvm_api::wire::Wire,
     kvm_api::{self, decode, ioctl::Ioctl, layout, run},
     regs, svm, svm_hw,
-    user_copy::{read_user, read_user_entries, read_user_header, write_user},
+    user_copy::{read_user, read_user_bytes, read_user_entries, read_user_header, write_user},
     vcpu,
     vm_file::{classify_ioctl, kvm_error, now_ns, Vm, MAX_VCPUS},
 };
@@ -765,10 +765,7 @@ impl FileOps for VcpuFile {
                 write_user(arg, &xcrs).map(|()| 0)
             }
             Ioctl::SetXcrs => {
-                let mut bytes = [0u8; layout::kvm_xcrs::SIZE];
-                UserSlice::new(arg, bytes.len())
-                    .reader()
-                    .read_slice(&mut bytes)?;
+                let bytes: [u8; layout::kvm_xcrs::SIZE] = read_user_bytes(arg)?;
                 let mut inner = vcpu.inner.lock();
                 // The states the guest's CPUID leaf 0xD lists, of those
                 // this host lets a guest have (`guest_supported_xcr0`).
@@ -794,10 +791,7 @@ impl FileOps for VcpuFile {
                 write_user(arg, &state).map(|()| 0)
             }
             Ioctl::SetMpState => {
-                let mut bytes = [0u8; layout::kvm_mp_state::SIZE];
-                UserSlice::new(arg, bytes.len())
-                    .reader()
-                    .read_slice(&mut bytes)?;
+                let bytes: [u8; layout::kvm_mp_state::SIZE] = read_user_bytes(arg)?;
                 let lapic = vcpu.vm.has_irqchip.load(Ordering::Acquire);
                 let mp_state = decode::decode_mp_state(&bytes, lapic).map_err(kvm_error)?;
                 vcpu.set_mp_state(mp_state)?;
@@ -815,10 +809,7 @@ impl FileOps for VcpuFile {
                 Ok(0)
             }
             Ioctl::SetLapic => {
-                let mut regs = [0u8; crate::irqchip::lapic::KVM_APIC_REG_SIZE];
-                UserSlice::new(arg, regs.len())
-                    .reader()
-                    .read_slice(&mut regs)?;
+                let regs: [u8; crate::irqchip::lapic::KVM_APIC_REG_SIZE] = read_user_bytes(arg)?;
                 let now = now_ns();
                 let effects = {
                     let mut guard = vcpu.vm.irqchip.lock();

@@ -30,6 +30,7 @@ use crate::{
     kvm_api::{self, decode, ioctl::Ioctl, layout, wire::Wire},
     memslot, npt, svm_hw,
     system::check_extension,
+    user_copy::{read_user, read_user_bytes, write_user},
     vcpu,
     vcpu_file::Vcpu,
     Host,
@@ -535,10 +536,7 @@ impl Vm {
 
     /// KVM_IRQ_LINE / KVM_IRQ_LINE_STATUS (api.rst 4.25, 4.64).
     fn irq_line(self: ArcBorrow<'_, Self>, arg: usize, with_status: bool) -> Result<isize> {
-        let mut bytes = [0u8; core::mem::size_of::<layout::kvm_irq_level>()];
-        UserSlice::new(arg, bytes.len())
-            .reader()
-            .read_slice(&mut bytes)?;
+        let bytes: [u8; core::mem::size_of::<layout::kvm_irq_level>()] = read_user_bytes(arg)?;
         let line = crate::irqchip::routing::decode_irq_line(&bytes).map_err(kvm_error)?;
         let now = now_ns();
         let status = self.with_irqchip(|chip| Ok(chip.set_gsi(now, line.gsi, line.level)))?;
@@ -546,21 +544,14 @@ impl Vm {
             let mut out = layout::kvm_irq_level::ZERO;
             out.irq = status as u32;
             out.level = u32::from(line.level);
-            decode::encode(&out, &mut bytes).map_err(kvm_error)?;
-            UserSlice::new(arg, bytes.len())
-                .writer()
-                .write_slice(&bytes)?;
+            write_user(arg, &out)?;
         }
         Ok(0)
     }
 
     /// KVM_SIGNAL_MSI (api.rst 4.71): 1 delivered, 0 blocked, as KVM.
     fn signal_msi(self: ArcBorrow<'_, Self>, arg: usize) -> Result<isize> {
-        let mut bytes = [0u8; core::mem::size_of::<layout::kvm_msi>()];
-        UserSlice::new(arg, bytes.len())
-            .reader()
-            .read_slice(&mut bytes)?;
-        let msi: layout::kvm_msi = decode::decode(&bytes).map_err(kvm_error)?;
+        let msi: layout::kvm_msi = read_user(arg)?;
         // KVM: EINVAL for unknown flags and without an in-kernel irqchip.
         if msi.flags != 0 || !self.has_irqchip.load(Ordering::Acquire) {
             return Err(EINVAL);
@@ -593,11 +584,7 @@ impl Vm {
 
     /// KVM_GET_IRQCHIP / KVM_SET_IRQCHIP (api.rst 4.26, 4.27).
     fn irqchip_state(self: ArcBorrow<'_, Self>, arg: usize, write: bool) -> Result<isize> {
-        let mut bytes = [0u8; core::mem::size_of::<layout::kvm_irqchip>()];
-        UserSlice::new(arg, bytes.len())
-            .reader()
-            .read_slice(&mut bytes)?;
-        let request: layout::kvm_irqchip = decode::decode(&bytes).map_err(kvm_error)?;
+        let request: layout::kvm_irqchip = read_user(arg)?;
         if write {
             let now = now_ns();
             self.with_irqchip(|chip| {
@@ -610,19 +597,13 @@ impl Vm {
             let chip = guard.as_ref().ok_or(ENXIO)?;
             chip.get_irqchip(request.chip_id).map_err(kvm_error)?
         };
-        decode::encode(&state, &mut bytes).map_err(kvm_error)?;
-        UserSlice::new(arg, bytes.len())
-            .writer()
-            .write_slice(&bytes)?;
+        write_user(arg, &state)?;
         Ok(0)
     }
 
     /// KVM_CREATE_PIT2 (api.rst 4.71).
     fn create_pit2(&self, arg: usize) -> Result<isize> {
-        let mut bytes = [0u8; core::mem::size_of::<layout::kvm_pit_config>()];
-        UserSlice::new(arg, bytes.len())
-            .reader()
-            .read_slice(&mut bytes)?;
+        let bytes: [u8; core::mem::size_of::<layout::kvm_pit_config>()] = read_user_bytes(arg)?;
         let config = decode::decode_pit_config(&bytes).map_err(kvm_error)?;
         let mut guard = self.irqchip.lock();
         let chip = guard.as_mut().ok_or(ENOENT)?;
@@ -632,13 +613,8 @@ impl Vm {
 
     /// KVM_GET_PIT2 / KVM_SET_PIT2 (api.rst 4.74, 4.75).
     fn pit_state(self: ArcBorrow<'_, Self>, arg: usize, write: bool) -> Result<isize> {
-        let mut bytes = [0u8; <crate::irqchip::pit::PitState2 as Wire>::SIZE];
         if write {
-            UserSlice::new(arg, bytes.len())
-                .reader()
-                .read_slice(&mut bytes)?;
-            let state: crate::irqchip::pit::PitState2 =
-                decode::decode(&bytes).map_err(kvm_error)?;
+            let state: crate::irqchip::pit::PitState2 = read_user(arg)?;
             let now = now_ns();
             self.with_irqchip(|chip| Ok(((), chip.set_pit2(now, &state).map_err(kvm_error)?)))?;
             return Ok(0);
@@ -648,10 +624,7 @@ impl Vm {
             let chip = guard.as_ref().ok_or(ENXIO)?;
             chip.get_pit2().map_err(kvm_error)?
         };
-        decode::encode(&state, &mut bytes).map_err(kvm_error)?;
-        UserSlice::new(arg, bytes.len())
-            .writer()
-            .write_slice(&bytes)?;
+        write_user(arg, &state)?;
         Ok(0)
     }
 }
@@ -694,10 +667,8 @@ impl FileOps for VmFile {
             // No capability can be enabled yet: flags or an unsupported
             // capability are EINVAL, as in KVM.
             Ioctl::EnableCap => {
-                let mut bytes = [0u8; core::mem::size_of::<layout::kvm_enable_cap>()];
-                UserSlice::new(arg, bytes.len())
-                    .reader()
-                    .read_slice(&mut bytes)?;
+                let bytes: [u8; core::mem::size_of::<layout::kvm_enable_cap>()] =
+                    read_user_bytes(arg)?;
                 decode::decode_enable_cap(decode::CapTarget::Vm, &bytes).map_err(kvm_error)?;
                 Err(EINVAL)
             }
