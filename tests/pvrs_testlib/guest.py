@@ -355,7 +355,9 @@ class _Console:
 
 # The module each nested-host backend loads in L1 (a file name in the guest
 # kernel's module directory, without .ko), after its dependencies.
-BACKEND_MODULE = {"kvm_amd": "kvm-amd", "none": None}
+BACKEND_MODULE = {"kvm_amd": "kvm-amd", "pvrs": "pvrs_kvm", "none": None}
+# The device file each backend's VMM opens in L1.
+BACKEND_DEVICE = {"kvm_amd": "/dev/kvm", "pvrs": "/dev/pvrs", "none": None}
 BACKENDS = tuple(BACKEND_MODULE)
 
 
@@ -454,6 +456,11 @@ def _run_guest_once(cfg: GuestConfig, echo, log) -> GuestResult:
             if cfg.vmm == "pvrs":
                 l2_argv = _guest_pvrs_argv(cfg, "/usr/bin/pvrs-vmm", "/l2/bzImage", "/l2/initrd.gz",
                                            l1_disks)
+                if cfg.backend == "pvrs":
+                    l2_argv += ["--kvm-dev", BACKEND_DEVICE["pvrs"]]
+            elif cfg.backend == "pvrs":
+                raise ValueError("--backend pvrs runs the guest with --vmm pvrs (QEMU on /dev/pvrs "
+                                 "is not supported yet)")
             else:
                 l2_argv = _guest_qemu_argv(cfg, "/l2/bzImage", "/l2/initrd.gz", l1_disks,
                                            ["-enable-kvm", "-cpu", "host"])

@@ -71,9 +71,11 @@ mount -t tmpfs tmpfs /tmp
 for m in $(cat /l2/load-modules 2>/dev/null); do
     insmod "/modules/$m.ko" || echo "PVRS-L1: insmod $m failed"
 done
-if [ "$(cat /l2/backend)" != none ] && [ ! -c /dev/kvm ]; then
-    echo "PVRS-L1: no /dev/kvm in L1 (did kvm_amd load? dmesg follows)"
-    dmesg | grep -i -E 'kvm|svm' | tail -n 20
+backend=$(cat /l2/backend)
+device=/dev/kvm; [ "$backend" = pvrs ] && device=/dev/pvrs
+if [ "$backend" != none ] && [ ! -c $device ]; then
+    echo "PVRS-L1: no $device in L1 (did the $backend module load? dmesg follows)"
+    dmesg | grep -i -E 'kvm|svm|pvrs' | tail -n 20
     echo "PVRS-L1-RESULT-@NONCE@: qemu=none"
     poweroff -f
 fi
