@@ -39,6 +39,7 @@ use kernel::{
 // crate: hv-core refers to its own modules as `crate::...`.
 include!("../hv-core/src/modules.rs");
 
+mod irqfd;
 mod kmem;
 mod svm_hw;
 mod system;

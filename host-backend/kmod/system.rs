@@ -8,7 +8,7 @@ use crate::{
     kvm_api::constants::{
         KVM_CAP_DESTROY_MEMORY_REGION_WORKS, KVM_CAP_EXT_CPUID, KVM_CAP_EXT_EMUL_CPUID,
         KVM_CAP_GET_MSR_FEATURES, KVM_CAP_GET_TSC_KHZ, KVM_CAP_IMMEDIATE_EXIT,
-        KVM_CAP_INTERNAL_ERROR_DATA, KVM_CAP_IRQCHIP, KVM_CAP_IRQ_INJECT_STATUS,
+        KVM_CAP_INTERNAL_ERROR_DATA, KVM_CAP_IRQCHIP, KVM_CAP_IRQFD, KVM_CAP_IRQ_INJECT_STATUS,
         KVM_CAP_IRQ_ROUTING, KVM_CAP_MAX_VCPUS, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MP_STATE,
         KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_PIT2, KVM_CAP_PIT_STATE2,
         KVM_CAP_READONLY_MEM, KVM_CAP_SET_IDENTITY_MAP_ADDR, KVM_CAP_SET_TSS_ADDR,
@@ -69,8 +69,10 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         // The in-kernel irqchip: LAPICs, IOAPIC, PIC (KVM_CREATE_IRQCHIP,
         // KVM_IRQ_LINE(_STATUS), KVM_GET/SET_IRQCHIP, KVM_GET/SET_LAPIC),
         // GSI routing with MSIs, the PIT (KVM_CREATE_PIT2, KVM_GET/SET_PIT2)
-        // and the LAPIC's TSC-deadline mode. No irqfd yet.
+        // and the LAPIC's TSC-deadline mode, and irqfds (KVM_IRQFD, without
+        // resampling).
         KVM_CAP_IRQCHIP | KVM_CAP_IRQ_INJECT_STATUS | KVM_CAP_SIGNAL_MSI => 1,
+        KVM_CAP_IRQFD => 1,
         KVM_CAP_PIT2 | KVM_CAP_PIT_STATE2 | KVM_CAP_TSC_DEADLINE_TIMER => 1,
         // The routes the fixed-capacity table holds (KVM: 4096).
         KVM_CAP_IRQ_ROUTING => crate::irqchip::routing::GSI_ROUTING_CAPACITY as isize,

@@ -58,7 +58,6 @@ struct VcpuInner {
     /// The guest's XCR0. TCG's SVM never intercepts XSETBV, so the guest
     /// writes the real XCR0: it is read back after every exit, and the
     /// host's value restored before anything else uses the FPU.
-    guest_xcr0: u64,
     /// KVM_RUN was called: the CPUID may no longer change (KVM refuses a
     /// different KVM_SET_CPUID2 after the first run).
     has_run: bool,
@@ -71,8 +70,6 @@ pub(crate) struct Vcpu {
     pub(crate) id: u32,
     #[pin]
     inner: Mutex<VcpuInner>,
-    /// The CPU this vCPU is in the guest on, or -1 (see `kick`).
-    running_on: AtomicI32,
     /// Page 0 of the vCPU mmap: `struct kvm_run`.
     run_page: Page,
     /// Page 1 (KVM_PIO_PAGE_OFFSET): port I/O data.
@@ -98,7 +95,7 @@ impl HrTimerCallback for Vcpu {
         // sleep); one in the guest on another CPU is sent out of it (on
         // this CPU, this interrupt already made it exit).
         this.vm.halt_wait.notify_all();
-        let cpu = this.running_on.load(Ordering::SeqCst);
+        let cpu = this.running_on().load(Ordering::SeqCst);
         if cpu >= 0 {
             cpu::send_reschedule(cpu as u32);
         }
@@ -145,7 +142,6 @@ impl Vcpu {
             pio_copy: zeroed_buffer()?,
             fpu: GuestFpu::new()?,
             // x87 state only, as after RESET (SDM vol. 1, 13.3).
-            guest_xcr0: 1,
             has_run: false,
         };
         let run_page = zeroed_page()?;
@@ -155,7 +151,6 @@ impl Vcpu {
                 vm,
                 id,
                 inner <- new_mutex!(inner),
-                running_on: AtomicI32::new(-1),
                 run_page,
                 pio_page,
                 lapic_timer <- HrTimer::new(HrTimerMode::Absolute),
@@ -167,10 +162,15 @@ impl Vcpu {
         )
     }
 
+    /// The host CPU this vCPU is in the guest on, or -1.
+    fn running_on(&self) -> &AtomicI32 {
+        &self.vm.running_on[self.id as usize]
+    }
+
     /// Makes the vCPU leave the guest if it is in it, and returns once it
     /// has (the IPI is an INTR intercept there).
     pub(crate) fn kick(&self) {
-        let cpu = self.running_on.load(Ordering::SeqCst);
+        let cpu = self.running_on().load(Ordering::SeqCst);
         if cpu >= 0 {
             let _ = cpu::run_on(cpu as u32, &|| {});
         }
@@ -184,7 +184,7 @@ impl Vcpu {
             self.wake_pending.store(true, Ordering::Release);
         }
         self.vm.halt_wait.notify_all();
-        let cpu = self.running_on.load(Ordering::SeqCst);
+        let cpu = self.running_on().load(Ordering::SeqCst);
         if cpu >= 0 {
             cpu::send_reschedule(cpu as u32);
         }
@@ -229,6 +229,11 @@ impl Vcpu {
             if self.vm.pit_fired.swap(false, Ordering::AcqRel) {
                 effects.merge(&chip.timer_fired(now, TimerId::PitChannel0));
             }
+            self.vm.irqfd_pending.drain(|gsi| {
+                // An irqfd pulses its GSI (KVM's `irqfd_inject`).
+                effects.merge(&chip.set_gsi(now, gsi, true).1);
+                effects.merge(&chip.set_gsi(now, gsi, false).1);
+            });
             let eoi_deadline = self.vm.ioapic_eoi_deadline.load(Ordering::Acquire);
             if eoi_deadline != 0 && now >= eoi_deadline {
                 self.vm.ioapic_eoi_deadline.store(0, Ordering::Release);
@@ -265,6 +270,7 @@ impl Vcpu {
             if self.wake_pending.swap(false, Ordering::AcqRel)
                 || self.lapic_timer_fired.load(Ordering::Acquire)
                 || self.vm.pit_fired.load(Ordering::Acquire)
+                || self.vm.irqfd_pending.any()
             {
                 continue;
             }
@@ -429,13 +435,17 @@ impl Vcpu {
         let cpu = guard.cpu();
         let host = &self.vm.host;
         let Some(host_vmsave) = host.cpu_pages.host_vmsave_pa(cpu) else {
-            return vcpu::HostState { tsc: 0, cpu };
+            return vcpu::HostState {
+                tsc: 0,
+                cpu,
+                xcr0_mask: crate::system::guest_xcr0_mask(),
+            };
         };
         vcpu::prepare_entry(&mut *inner.svm, &inner.state);
         // Publish where we run before reading the TLB generation: a zapper
         // bumps the generation before reading `running_on`, so either it
         // kicks us or we see its generation (both are SeqCst).
-        self.running_on.store(cpu as i32, Ordering::SeqCst);
+        self.running_on().store(cpu as i32, Ordering::SeqCst);
         let generation = self.vm.tlb_generation.load(Ordering::SeqCst);
         if generation != inner.seen_tlb_generation {
             inner.seen_tlb_generation = generation;
@@ -451,11 +461,13 @@ impl Vcpu {
         // double the cost of an exit.
         let guest_xsave = crate::vendor::VendorVcpu::cr4(&*inner.svm) & CR4_OSXSAVE != 0;
         let host_xcr0 = read_xcr0();
-        if guest_xsave && inner.guest_xcr0 != host_xcr0 {
-            // SAFETY: The value is one the guest set with XSETBV, which
-            // the processor accepted then; it is replaced right after the
-            // exit, with preemption off, before any FPU use.
-            unsafe { write_xcr0(inner.guest_xcr0) };
+        let guest_xcr0 = inner.state.xcr0();
+        if guest_xsave && guest_xcr0 != host_xcr0 {
+            // SAFETY: hv-core accepted the value (XSETBV exit or
+            // KVM_SET_XCRS) only if it is a subset of the host's own
+            // XCR0 with valid combinations; it is replaced right after
+            // the exit, with preemption off, before any FPU use.
+            unsafe { write_xcr0(guest_xcr0) };
         }
         // SAFETY: The VMCB was reset by hv-core and only changed through
         // its checked interfaces; its NPT maps only pinned pages of the
@@ -464,17 +476,18 @@ impl Vcpu {
         // is off, so we stay on this CPU.
         unsafe { svm_hw::run_guest(vmcb_pa, &mut inner.svm.gprs, host_vmsave) };
         let tsc = kernel::x86::rdtsc_ordered();
-        if guest_xsave {
-            inner.guest_xcr0 = read_xcr0();
-        }
-        if guest_xsave && inner.guest_xcr0 != host_xcr0 {
+        if guest_xsave && guest_xcr0 != host_xcr0 {
             // SAFETY: The host's own value, read above on this CPU.
             unsafe { write_xcr0(host_xcr0) };
         }
-        self.running_on.store(-1, Ordering::SeqCst);
+        self.running_on().store(-1, Ordering::SeqCst);
         inner.svm.complete_exit();
         drop(guard);
-        vcpu::HostState { tsc, cpu }
+        vcpu::HostState {
+            tsc,
+            cpu,
+            xcr0_mask: crate::system::guest_xcr0_mask(),
+        }
     }
 
     /// KVM_EXIT_INTR: KVM_RUN returns EINTR for a signal (or
@@ -754,7 +767,7 @@ impl FileOps for VcpuFile {
             Ioctl::SetMsrs => vcpu.msrs(arg, true),
             Ioctl::GetCpuid2 => vcpu.get_cpuid2(arg),
             Ioctl::GetXcrs => {
-                let xcr0 = vcpu.inner.lock().guest_xcr0;
+                let xcr0 = vcpu.inner.lock().state.xcr0();
                 let mut xcrs = layout::kvm_xcrs::ZERO;
                 xcrs.nr_xcrs = 1;
                 xcrs.xcrs[0] = layout::kvm_xcr {
@@ -769,14 +782,9 @@ impl FileOps for VcpuFile {
                 let mut inner = vcpu.inner.lock();
                 // The states the guest's CPUID leaf 0xD lists, of those
                 // this host lets a guest have (`guest_supported_xcr0`).
-                let listed = inner
-                    .state
-                    .cpuid()
-                    .find(0xd, Some(0))
-                    .map_or(0, |leaf| u64::from(leaf.eax) | (u64::from(leaf.edx) << 32));
-                let supported = listed & crate::system::guest_xcr0_mask();
+                let supported = inner.state.supported_xcr0(crate::system::guest_xcr0_mask());
                 if let Some(xcr0) = decode::decode_xcrs(&bytes, supported).map_err(kvm_error)? {
-                    inner.guest_xcr0 = xcr0;
+                    inner.state.set_xcr0(xcr0);
                 }
                 Ok(0)
             }

@@ -20,12 +20,15 @@
 //! only sets a flag and wakes; the vCPU calls the irqchip before its next
 //! entry.
 //!
+//! Irqfds (KVM_IRQFD) are in `irqfd.rs`.
+//!
 //! Not done yet: MMU notifiers (a page the VMM remaps stays mapped to the
 //! guest, pinned, until its slot changes), dirty logging, 2 MiB mappings,
-//! irqfd.
+//! ioeventfd.
 
 use crate::{
     irqchip::TimerId,
+    irqfd::{IrqfdSlots, PendingGsis},
     kmem::{IopmBox, Irqchip, NptPages, PlainState},
     kvm_api::{self, decode, ioctl::Ioctl, layout, wire::Wire},
     memslot, npt, svm_hw,
@@ -37,7 +40,7 @@ use crate::{
 };
 use core::{
     fmt::Write,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering},
 };
 use kernel::{
     alloc::{flags, KVec},
@@ -112,6 +115,17 @@ pub(crate) struct Vm {
     /// The VM file was released: the PIT is not armed again (its handle
     /// would hold the VM).
     released: AtomicBool,
+    /// The irqfds (KVM_IRQFD); each holds a reference to the VM, dropped
+    /// when the VM file is released.
+    #[pin]
+    pub(crate) irqfds: Mutex<IrqfdSlots>,
+    /// GSIs irqfds signalled, pulsed by the next vCPU that takes the
+    /// irqchip.
+    pub(crate) irqfd_pending: PendingGsis,
+    /// The host CPU each vCPU (by id) is in the guest on, or -1: read
+    /// without a lock to send it out of the guest, also from atomic
+    /// context.
+    pub(crate) running_on: [AtomicI32; MAX_VCPUS],
     /// The TSC offset every new vCPU starts with: the guest's TSC counts
     /// from 0 at the VM's creation, the same on every vCPU (KVM's
     /// `kvm_synchronize_tsc` at vCPU creation).
@@ -305,6 +319,9 @@ impl Vm {
                 pit_fired: AtomicBool::new(false),
                 ioapic_eoi_deadline: AtomicU64::new(0),
                 released: AtomicBool::new(false),
+                irqfds <- new_mutex!(KVec::new()),
+                irqfd_pending: PendingGsis::new(),
+                running_on: [const { AtomicI32::new(-1) }; MAX_VCPUS],
                 initial_tsc_offset: kernel::x86::rdtsc_ordered().wrapping_neg(),
             }),
             GFP_KERNEL,
@@ -483,6 +500,21 @@ impl Vm {
 
     /// What an irqchip operation asked for: vCPUs to wake or kick out of
     /// the guest, and timers to arm or cancel.
+    /// An irqchip event from any context (an irqfd's signal): wakes the
+    /// halted vCPUs and sends one vCPU that is in the guest out of it, so
+    /// that one of them takes the irqchip soon.
+    pub(crate) fn notify_irqchip_event(&self) {
+        self.halt_wait.notify_all();
+        if let Some(cpu) = self
+            .running_on
+            .iter()
+            .map(|cpu| cpu.load(Ordering::SeqCst))
+            .find(|cpu| *cpu >= 0)
+        {
+            kernel::cpu::send_reschedule(cpu as u32);
+        }
+    }
+
     pub(crate) fn apply_effects(
         self: ArcBorrow<'_, Self>,
         effects: &crate::irqchip::vm::Effects<MAX_VCPUS>,
@@ -679,6 +711,10 @@ impl FileOps for VmFile {
             Ioctl::IrqLineStatus => vm.irq_line(arg, true),
             Ioctl::SignalMsi => vm.signal_msi(arg),
             Ioctl::SetGsiRouting => vm.set_gsi_routing(arg),
+            Ioctl::Irqfd => {
+                let bytes: [u8; core::mem::size_of::<layout::kvm_irqfd>()] = read_user_bytes(arg)?;
+                crate::irqfd::irqfd_ioctl(vm, &bytes)
+            }
             Ioctl::GetIrqchip => vm.irqchip_state(arg, false),
             Ioctl::SetIrqchip => vm.irqchip_state(arg, true),
             Ioctl::CreatePit2 => vm.create_pit2(arg),
@@ -704,5 +740,9 @@ impl FileOps for VmFile {
         drop(pit);
         let vcpus = core::mem::take(&mut *vm.vcpus.lock());
         drop(vcpus);
+        // Irqfds hold the VM too; dropping them leaves their eventfds'
+        // wait queues.
+        let irqfds = core::mem::take(&mut *vm.irqfds.lock());
+        drop(irqfds);
     }
 }

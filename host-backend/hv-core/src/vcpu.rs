@@ -106,7 +106,7 @@
 //!
 //! # Not handled yet
 //!
-//! Paravirtual MSRs (kvmclock) and x2APIC MSRs (#GP), XSETBV and task
+//! Paravirtual MSRs (kvmclock) and x2APIC MSRs (#GP), and task
 //! switches (internal error), KVM's `OUT 0x7e` RIP quirk, `cr8` in the
 //! run page (the vendor trait has no TPR accessor yet), PKRU for the
 //! guest page walks (taken as 0: no key denies an access).
@@ -120,6 +120,7 @@ use crate::kvm_api::constants::{
     KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, PAGE_SIZE,
 };
 use crate::kvm_api::run::{self, ExitState, IoDirection as RunIoDirection, RunRequest};
+use crate::kvm_api::decode::{is_valid_xcr0, XFEATURE_MASK_FP};
 use crate::kvm_api::Error as RunPageError;
 use crate::msr::{
     self, GuestMsrs, MsrError, MsrFeatures, MsrOrigin, MSR_IA32_APICBASE,
@@ -257,6 +258,10 @@ pub struct HostState {
     pub tsc: u64,
     /// The CPU the guest ran on (`fail_entry.cpu`, internal error data).
     pub cpu: u32,
+    /// The XCR0 states this host lets a guest enable (those its kernel
+    /// enabled, of the ones pvrs-kvm switches); XSETBV is checked
+    /// against them and the guest's CPUID leaf 0xD.
+    pub xcr0_mask: u64,
 }
 
 /// What the kernel does next.
@@ -655,6 +660,9 @@ counted! {
         CompletionOverwritten => "completion_overwritten",
         /// An exception intercept that cannot be reflected.
         UnreflectableException => "unreflectable_exception",
+        /// An XSETBV from CPL > 0, of an XCR other than XCR0, or of an
+        /// XCR0 value the guest may not have.
+        InvalidXsetbv => "invalid_xsetbv",
     }
 }
 
@@ -1056,6 +1064,9 @@ pub struct VcpuState {
     /// The RIP of the intercepted IRET that will unmask NMIs once it
     /// retires (KVM's `nmi_iret_rip` / `awaiting_iret_completion`).
     iret_rip: Option<u64>,
+    /// The guest's XCR0, which the kernel loads around VMRUN once the
+    /// guest has set CR4.OSXSAVE (XSETBV exits, KVM_SET_XCRS).
+    xcr0: u64,
 }
 
 impl Default for VcpuState {
@@ -1079,6 +1090,7 @@ impl VcpuState {
             nmi_pending: false,
             nmi_masked: false,
             iret_rip: None,
+            xcr0: XFEATURE_MASK_FP,
         }
     }
 
@@ -1096,6 +1108,28 @@ impl VcpuState {
         self.nmi_pending = false;
         self.nmi_masked = false;
         self.iret_rip = None;
+        self.xcr0 = XFEATURE_MASK_FP;
+    }
+
+    /// The guest's XCR0 (KVM_GET_XCRS; what the kernel loads for it).
+    pub fn xcr0(&self) -> u64 {
+        self.xcr0
+    }
+
+    /// The XCR0 states this guest may enable: those its CPUID leaf 0xD
+    /// lists, of `host_mask` (KVM's `guest_supported_xcr0`).
+    pub fn supported_xcr0(&self, host_mask: u64) -> u64 {
+        let listed = self
+            .cpuid
+            .find(0xd, Some(0))
+            .map_or(0, |leaf| u64::from(leaf.eax) | (u64::from(leaf.edx) << 32));
+        listed & host_mask
+    }
+
+    /// KVM_SET_XCRS, after `kvm_api::decode::decode_xcrs` checked the
+    /// value against [`VcpuState::supported_xcr0`].
+    pub fn set_xcr0(&mut self, xcr0: u64) {
+        self.xcr0 = xcr0;
     }
 
     /// KVM_GET_MP_STATE.  Without an in-kernel irqchip always RUNNABLE.
@@ -1912,6 +1946,7 @@ where
             Exit::Cpuid => self.cpuid(&exit),
             Exit::Msr { write } => self.msr(&exit, write),
             Exit::Hypercall => self.hypercall(&exit),
+            Exit::Xsetbv => self.xsetbv(&exit),
             Exit::Io(io) => self.io(io),
             Exit::Npf(npf) => self.npf(npf, delivering),
             Exit::Hlt => {
@@ -1961,7 +1996,6 @@ where
             Exit::ControlRegister { .. }
             | Exit::DebugRegister { .. }
             | Exit::Invlpg { .. }
-            | Exit::Xsetbv
             | Exit::TaskSwitch
             | Exit::Unexpected(_)
             | Exit::Unknown(_) => self.unexpected_exit(),
@@ -2298,6 +2332,23 @@ where
             result &= 0xffff_ffff;
         }
         self.vcpu.set_gpr(Gpr::Rax, result);
+        self.skip(exit);
+        Step::Resume
+    }
+
+    /// XSETBV (`kvm_emulate_xsetbv`): XCR0 only, from CPL 0, with a
+    /// value `is_valid_xcr0` accepts for this guest; anything else is
+    /// #GP(0).  The #UD without CR4.OSXSAVE is the processor's, before
+    /// the intercept.
+    fn xsetbv(&mut self, exit: &Exit) -> Step {
+        let index = self.vcpu.gpr(Gpr::Rcx) as u32;
+        let value = (self.vcpu.gpr(Gpr::Rdx) << 32) | (self.vcpu.gpr(Gpr::Rax) & 0xffff_ffff);
+        let supported = self.state.supported_xcr0(self.host.xcr0_mask);
+        if self.vcpu.cpl() != 0 || index != 0 || !is_valid_xcr0(value, supported) {
+            self.state.reject(Rejection::InvalidXsetbv);
+            return self.inject_exception(VECTOR_GP, Some(0));
+        }
+        self.state.xcr0 = value;
         self.skip(exit);
         Step::Resume
     }

@@ -139,7 +139,8 @@ const DEFAULT_INTERCEPTS: [u8; 24] = [
     INTERCEPT_WBINVD,
     INTERCEPT_MONITOR,
     INTERCEPT_MWAIT,
-    // Inert on TCG 7.2 (XSETBV never exits there), needed on hardware.
+    // The guest's XCR0 lives in VcpuState and is loaded around VMRUN:
+    // every XSETBV must exit (TCG 7.2 honours the intercept too).
     INTERCEPT_XSETBV,
 ];
 

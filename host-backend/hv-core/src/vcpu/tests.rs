@@ -28,7 +28,9 @@ const P: u64 = 1;
 /// Writable and user-accessible (the user-mode test runs the same code).
 const RW: u64 = 2 | 4;
 const PS: u64 = 1 << 7;
-const HOST: HostState = HostState { tsc: 5000, cpu: 3 };
+/// x87, SSE and AVX, as a host kernel with AVX but no AVX-512 enables.
+const HOST_XCR0: u64 = 0b111;
+const HOST: HostState = HostState { tsc: 5000, cpu: 3, xcr0_mask: HOST_XCR0 };
 
 /// RAM from 0 to `RAM_SIZE`.
 struct TestRam {
@@ -641,6 +643,41 @@ fn hypercalls_answer_enosys() {
     machine.exit(SVM_EXIT_VMMCALL, 0, 0);
     assert_eq!(machine.vcpu.gpr(Gpr::Rax), 0xffff_fc18);
     assert_eq!(machine.counters().hypercalls, 1);
+}
+
+#[test]
+fn xsetbv_sets_what_the_guest_cpuid_and_the_host_allow() {
+    let xsetbv = |machine: &mut Machine, index: u64, value: u64| {
+        machine.code(&[0x0f, 0x01, 0xd1]);
+        machine.vcpu.set_gpr(Gpr::Rcx, index);
+        machine.vcpu.set_gpr(Gpr::Rax, value & 0xffff_ffff);
+        machine.vcpu.set_gpr(Gpr::Rdx, value >> 32);
+        machine.exit(SVM_EXIT_XSETBV, 0, 0)
+    };
+    let mut machine = Machine::long_mode();
+    // Leaf 0xD lists x87, SSE, AVX and the AVX-512 trio; the host only
+    // the first three.
+    let leaf = CpuidEntry { function: 0xd, index: 0, flags: 1, eax: 0xe7, ..Default::default() };
+    machine.state.set_cpuid(&[leaf]).unwrap();
+    assert_eq!(machine.state.xcr0(), 1);
+    assert_eq!(xsetbv(&mut machine, 0, 0b111), Step::Resume);
+    assert_eq!(machine.state.xcr0(), 0b111);
+    assert_eq!(machine.vcpu.rip(), CODE + 3);
+
+    // AVX-512 is not the host's; AVX without SSE, no x87, XCR1, and CPL 3
+    // are invalid: #GP, XCR0 and RIP unchanged.
+    for (index, value) in [(0, 0xe7), (0, 0b101), (0, 0b110), (1, 0b11)] {
+        let rip = machine.vcpu.rip();
+        xsetbv(&mut machine, index, value);
+        assert_eq!(machine.injected(), GP_INJECTION, "{index} {value:#x}");
+        machine.vcpu.vmcb.control.event_inj = 0;
+        assert_eq!((machine.state.xcr0(), machine.vcpu.rip()), (0b111, rip));
+    }
+    machine.vcpu.vmcb.save.cpl = 3;
+    xsetbv(&mut machine, 0, 0b11);
+    assert_eq!(machine.injected(), GP_INJECTION);
+    assert_eq!(machine.state.xcr0(), 0b111);
+    assert_eq!(machine.rejections(Rejection::InvalidXsetbv), 5);
 }
 
 #[test]

@@ -240,6 +240,8 @@ pub fn run(data: &[u8]) {
     let host = HostState {
         tsc: 1 << 40,
         cpu: 1,
+        // x87, SSE, AVX.
+        xcr0_mask: 0b111,
     };
 
     // Bytes 120-151: the first exit.
