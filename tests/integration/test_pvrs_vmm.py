@@ -1,4 +1,6 @@
-"""pvrs-vmm as the KVM guest's VMM (`run-guest --host kvm --vmm pvrs`):
+"""pvrs-vmm as the KVM guest's VMM (`run-guest --host kvm --vmm pvrs`),
+on both nested backends in turn (`--backend kvm_amd|pvrs`: the kernel's
+kvm_amd, or our pvrs_kvm through /dev/pvrs):
 Linux boot with the KVM PV CPUID leaves and kvmclock, the script's status,
 power-off, crash reporting, virtio-blk (fio verify with the C and the Rust
 driver), virtio-balloon (the host memory an inflate frees) and virtio-net
@@ -34,8 +36,15 @@ def vmm_built():
     assert paths.VMM.exists()
 
 
-def run(args, timeout=600):
-    proc = subprocess.run([sys.executable, str(RUN_GUEST), "--host", "kvm", "--vmm", "pvrs", *args],
+@pytest.fixture(params=guest.KVM_BACKENDS)
+def backend(request):
+    """The hypervisor in L1 that pvrs-vmm drives."""
+    return request.param
+
+
+def run(args, backend, timeout=600):
+    proc = subprocess.run([sys.executable, str(RUN_GUEST), "--host", "kvm", "--vmm", "pvrs",
+                           "--backend", backend, *args],
                           capture_output=True, text=True, timeout=timeout)
     sys.stdout.write(proc.stdout[-6000:])
     sys.stderr.write(proc.stderr)
@@ -48,37 +57,37 @@ def script(tmp_path, text, name="s.sh"):
     return str(p)
 
 
-def test_boot_kvm_clock_smp_and_script_status(tmp_path):
+def test_boot_kvm_clock_smp_and_script_status(tmp_path, backend):
     s = script(tmp_path, """
 grep -q 'Hypervisor detected: KVM' /dev/kmsg || dmesg | grep -q 'Hypervisor detected: KVM' || exit 10
 [ "$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)" = kvm-clock ] || exit 11
 [ "$(nproc)" = 2 ] || exit 12
 exit 7
 """)
-    status, out = run(["--script", s, "--smp", "2", "--quiet"])
+    status, out = run(["--script", s, "--smp", "2", "--quiet"], backend)
     assert status == 7, out[-3000:]
 
 
-def test_guest_poweroff_is_a_clean_vmm_exit(tmp_path):
+def test_guest_poweroff_is_a_clean_vmm_exit(tmp_path, backend):
     # The script powers off itself, so that the runner, seeing no result
     # marker, reads the console until the L1 ends and pvrs-vmm's verdict is
     # in the output.
     s = script(tmp_path, "echo powering-off\npoweroff -f\nsleep 60\n")
-    status, out = run(["--script", s, "--quiet", "--timeout", "200"])
+    status, out = run(["--script", s, "--quiet", "--timeout", "200"], backend)
     assert status == guest.EXIT_GUEST_FAILED  # no script result: the guest went away
     assert "pvrs-vmm: guest powered off" in out
     assert re.search(r"PVRS-L1-RESULT-\w+: qemu=0", out)
 
 
-def test_pv_cpuid_leaves_match_kvm(tmp_path):
-    status, out = run(["--script", str(SCRIPTS / "detect-kvm.sh"), "--quiet"])
+def test_pv_cpuid_leaves_match_kvm(tmp_path, backend):
+    status, out = run(["--script", str(SCRIPTS / "detect-kvm.sh"), "--quiet"], backend)
     assert status == 0, "pvrs_hypercall and userspace CPUID disagree on KVM"
     assert "signature=KVMKVMKVM" in out
 
 
-def test_guest_crash_is_a_nonzero_vmm_exit(tmp_path):
+def test_guest_crash_is_a_nonzero_vmm_exit(tmp_path, backend):
     s = script(tmp_path, "echo c > /proc/sysrq-trigger\nsleep 60\n")
-    status, out = run(["--script", s, "--quiet", "--timeout", "200"])
+    status, out = run(["--script", s, "--quiet", "--timeout", "200"], backend)
     assert status == guest.EXIT_GUEST_FAILED
     # The runner stops 2 s after it sees the panic; pvrs-vmm's verdict is
     # checked when it made it out by then.
@@ -87,15 +96,15 @@ def test_guest_crash_is_a_nonzero_vmm_exit(tmp_path):
         assert re.search(r"PVRS-L1-RESULT-\w+: qemu=1", out)
 
 
-def test_guest_reboot_is_a_clean_vmm_exit(tmp_path):
+def test_guest_reboot_is_a_clean_vmm_exit(tmp_path, backend):
     s = script(tmp_path, "echo b > /proc/sysrq-trigger\nsleep 60\n")
-    status, out = run(["--script", s, "--quiet", "--timeout", "200"])
+    status, out = run(["--script", s, "--quiet", "--timeout", "200"], backend)
     assert status == guest.EXIT_GUEST_FAILED  # no script result: the guest went away
     assert "pvrs-vmm: guest requested a reboot; exiting" in out
     assert re.search(r"PVRS-L1-RESULT-\w+: qemu=0", out)
 
 
-def test_virtio_blk(tmp_path):
+def test_virtio_blk(tmp_path, backend):
     disk = tmp_path / "disk.img"
     with open(disk, "wb") as f:
         f.write(b"PVRS-DISK-SIGNATURE!")
@@ -110,7 +119,7 @@ dd if=/dev/zero of=/dev/vda bs=1M count=2 seek=4 oflag=direct 2>/dev/null
 blkdiscard -o 6291456 -l 1048576 /dev/vda
 echo BLK-OK
 """)
-    status, out = run(["--script", s, "--disk", str(disk), "--quiet"])
+    status, out = run(["--script", s, "--disk", str(disk), "--quiet"], backend)
     assert status == 0, out[-3000:]
     assert "BLK-OK" in out
     data = disk.read_bytes()
@@ -118,7 +127,7 @@ echo BLK-OK
     assert data[4 << 20:6 << 20] == bytes(2 << 20)
 
 
-def test_virtio_balloon_inflates_and_reports_stats(tmp_path):
+def test_virtio_balloon_inflates_and_reports_stats(tmp_path, backend):
     s = script(tmp_path, """
 # The driver inflates in the background after boot: wait for it (30 s).
 i=0
@@ -131,13 +140,13 @@ echo "MemTotal $total"
 sleep 5
 """)
     status, out = run(["--script", s, "--quiet", "--vmm-arg=--balloon=target=64,stats=2",
-                       "--vmm-arg=--log=info"])
+                       "--vmm-arg=--log=info"], backend)
     assert status == 0, out[-3000:]
     assert "guest reports 16384 pages (64 MiB) in the balloon" in out
     assert re.search(r"virtio-balloon: stats:.* free_memory=\d+MiB", out)
 
 
-def test_rust_virtio_blk_survives_a_device_that_lies_about_used_lengths(tmp_path):
+def test_rust_virtio_blk_survives_a_device_that_lies_about_used_lengths(tmp_path, backend):
     """pvrs-vmm --hostile-used-len: every 5th used entry claims 64 KiB more
     than the device wrote. pvrs_virtio_blk must count and log it, never
     read or write past its buffers, and still complete the I/O with the
@@ -159,7 +168,7 @@ echo "lies=$(dmesg | grep -c 'used length .* exceeds')"
 echo HOSTILE-BLK-OK
 """)
     status, out = run(["--script", s, "--disk", str(disk), "--load", "pvrs_virtio_blk", "--quiet",
-                       "--vmm-arg=--hostile-used-len", "--vmm-arg=5"])
+                       "--vmm-arg=--hostile-used-len", "--vmm-arg=5"], backend)
     assert status == 0, out[-3000:]
     assert "HOSTILE-BLK-OK" in out
     lies = int(re.search(r"lies=(\d+)", out).group(1))
@@ -185,7 +194,7 @@ FIO_JOBS = [
 
 
 @pytest.mark.parametrize("driver", ["virtio_blk", "pvrs_virtio_blk"])
-def test_virtio_blk_fio_verify(tmp_path, driver):
+def test_virtio_blk_fio_verify(tmp_path, driver, backend):
     """fio verify over the whole disk with the C virtio_blk and the Rust
     pvrs_virtio_blk on pvrs-vmm's virtio-mmio blk (the image is the L1's
     virtio disk, which pvrs-vmm serves as --blk)."""
@@ -206,7 +215,7 @@ echo "BLK: ready driver=$(basename "$(readlink /sys/block/vda/device/driver)") s
     # ended early (seen: a triple fault of the guest, and a reset of the L1
     # itself, with either driver); with one, none in eight.
     status, out = run(["--script", s, "--disk", str(disk), "--load", driver, "--file", str(jobfile),
-                       "--binary", str(fio_bin), "--smp", "1", "--quiet", "--retry-hang", "--timeout", "900"],
+                       "--binary", str(fio_bin), "--smp", "1", "--quiet", "--retry-hang", "--timeout", "900"], backend,
                       timeout=2000)
     ready = guest.key_values(re.findall(r"BLK: ready (.*)", out)[-1])
     assert ready["driver"] == driver, f"/dev/vda is bound to {ready['driver']}, not {driver}"
@@ -272,7 +281,7 @@ fail() {
 """
 
 
-def run_in_l1(tmp_path, l2_script, l1_script, vmm_args=(), **kw):
+def run_in_l1(tmp_path, l2_script, l1_script, backend, vmm_args=(), **kw):
     """Boots a guest that runs `l2_script` under pvrs-vmm in the nested L1,
     where `l1_script` (after L1_PRELUDE) runs instead of the plain VMM
     command: "@VMM@" in it is pvrs-vmm's command line for the guest (with
@@ -281,7 +290,7 @@ def run_in_l1(tmp_path, l2_script, l1_script, vmm_args=(), **kw):
     if guest.host_has_hw_virt():
         pytest.skip("works inside the nested L1 host; this machine runs KVM guests directly")
     cfg = guest.GuestConfig(host="kvm", vmm="pvrs", script=Path(script(tmp_path, l2_script)), quiet=True,
-                            **{"smp": 1, "timeout": 600, **kw})
+                            backend=backend, **{"smp": 1, "timeout": 600, **kw})
     argv = guest._guest_pvrs_argv(cfg, "pvrs-vmm", "/l2/bzImage", "/l2/initrd.gz", []) + list(vmm_args)
     cfg.l1_script = L1_PRELUDE + l1_script.replace("@VMM@", shlex.join(argv))
     return guest.run_guest_retrying_hangs(cfg, echo=print)
@@ -302,7 +311,7 @@ def tagged(console, tag):
 BALLOON_MIB = 256
 
 
-def test_balloon_inflate_frees_host_memory(tmp_path):
+def test_balloon_inflate_frees_host_memory(tmp_path, backend):
     """pvrs-vmm's RSS in L1 (VmRSS) before and after the guest's
     pvrs_balloon inflates 256 MiB: the device releases each page with
     madvise(MADV_DONTNEED), so the RSS drops by about that much. Deflating
@@ -368,7 +377,7 @@ say done
 finish
 """
     t0 = time.monotonic()
-    res = run_in_l1(tmp_path, l2, l1, ["--balloon", "--control", "/tmp/ctl"], mem=512)
+    res = run_in_l1(tmp_path, l2, l1, backend, ["--balloon", "--control", "/tmp/ctl"], mem=512)
     assert res.status == 0, f"{res.reason}, status {res.status}: {res.console[-3000:]}"
     g = tagged(res.console, "BAL-RSS")
     rss = {k[:-len("_kib")]: int(v) >> 10 for k, v in tagged(res.console, "PVRS-L1-RSS")["rss"].items()
@@ -407,7 +416,7 @@ NET_RX_TSO_WITHOUT_MRG_RXBUF = {"virtio_net": True, "pvrs_virtio_net": False}
 
 
 @pytest.mark.parametrize("driver", ["virtio_net", "pvrs_virtio_net"])
-def test_virtio_net_tap_offloads(tmp_path, driver):
+def test_virtio_net_tap_offloads(tmp_path, driver, backend):
     """The C virtio_net and the Rust pvrs_virtio_net on pvrs-vmm's
     virtio-net, whose back end is a tap in L1 with a vnet header: unlike
     QEMU's user/socket back ends it offers the checksum and TSO offloads
@@ -486,7 +495,7 @@ echo "PVRS-L1-NET: tcp-recv bytes=$(stat -c %s /tmp/l1-in) sha=$(sha /tmp/l1-in)
 finish
 """
     t0 = time.monotonic()
-    res = run_in_l1(tmp_path, l2, l1, ["--net", "tap=pvrstap0,mac=52:54:00:12:34:02", "--log=info"],
+    res = run_in_l1(tmp_path, l2, l1, backend, ["--net", "tap=pvrstap0,mac=52:54:00:12:34:02", "--log=info"],
                     mem=512, load_modules=guest.module_load_order(driver),
                     binaries=[Path("/usr/sbin/ethtool"), Path("/usr/bin/ping")])
     g = tagged(res.console, "NET")

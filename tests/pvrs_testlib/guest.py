@@ -312,6 +312,8 @@ def _guest_pvrs_argv(cfg: GuestConfig, vmm: str, kernel: str, initrd: str,
         if disk.drive_opts or disk.device_opts:
             raise ValueError("QEMU disk options do not apply to --vmm pvrs")
         argv += ["--blk", f"{disk.path},ro" if disk.read_only else str(disk.path)]
+    if BACKEND_DEVICE.get(cfg.backend) not in (None, "/dev/kvm"):
+        argv += ["--kvm-dev", BACKEND_DEVICE[cfg.backend]]
     return argv + cfg.vmm_args
 
 
@@ -359,6 +361,8 @@ BACKEND_MODULE = {"kvm_amd": "kvm-amd", "pvrs": "pvrs_kvm", "none": None}
 # The device file each backend's VMM opens in L1.
 BACKEND_DEVICE = {"kvm_amd": "/dev/kvm", "pvrs": "/dev/pvrs", "none": None}
 BACKENDS = tuple(BACKEND_MODULE)
+# The backends that run guests: the hypervisors a suite compares.
+KVM_BACKENDS = ("kvm_amd", "pvrs")
 
 
 def module_load_order(module: str, modules_dir: Path = paths.GUEST_MODULES) -> list[str]:
@@ -456,8 +460,6 @@ def _run_guest_once(cfg: GuestConfig, echo, log) -> GuestResult:
             if cfg.vmm == "pvrs":
                 l2_argv = _guest_pvrs_argv(cfg, "/usr/bin/pvrs-vmm", "/l2/bzImage", "/l2/initrd.gz",
                                            l1_disks)
-                if cfg.backend == "pvrs":
-                    l2_argv += ["--kvm-dev", BACKEND_DEVICE["pvrs"]]
             elif cfg.backend == "pvrs":
                 raise ValueError("--backend pvrs runs the guest with --vmm pvrs (QEMU on /dev/pvrs "
                                  "is not supported yet)")
