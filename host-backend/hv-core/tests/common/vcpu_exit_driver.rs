@@ -240,6 +240,7 @@ pub fn run(data: &[u8]) {
     let host = HostState {
         tsc: 1 << 40,
         cpu: 1,
+        ..HostState::default()
     };
 
     // Bytes 120-151: the first exit.
