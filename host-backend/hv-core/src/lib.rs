@@ -22,4 +22,9 @@
 #[cfg(test)]
 extern crate std;
 
+/// The PV ABI, re-exported so that hv-core names it `crate::pvrs_abi` in
+/// both builds: here it is the `pvrs-abi` crate, in the kernel module a
+/// module the module declares itself (modules.rs cannot say which).
+pub use pvrs_abi;
+
 include!("modules.rs");

@@ -17,3 +17,4 @@ pub mod regs;
 pub mod vcpu;
 pub mod irqchip;
 pub mod supported_cpuid;
+pub mod pv;

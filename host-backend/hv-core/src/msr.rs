@@ -337,6 +337,12 @@ pub const MSRS_TO_SAVE: &[u32] = &[
     MSR_IA32_APICBASE,
 ];
 
+/// The second part of KVM_GET_MSR_INDEX_LIST (KVM's `emulated_msrs`):
+/// the paravirtual MSRs, read and written by [`crate::pv::read_msr`] and
+/// [`crate::pv::write_msr`] instead of [`read_msr`]/[`write_msr`].  The
+/// index list is [`MSRS_TO_SAVE`] followed by these.
+pub const EMULATED_MSRS: &[u32] = crate::pv::PV_MSRS;
+
 /// KVM_GET_MSR_FEATURE_INDEX_LIST (api.rst 4.3): the feature MSRs a VMM
 /// reads with KVM_GET_MSRS on the system file to learn what the host
 /// offers, and may then set on a vCPU.  Only the microcode revision: the

@@ -29,8 +29,8 @@
 //! | exit | what happens |
 //! |---|---|
 //! | CPUID | the KVM_SET_CPUID2 table (`cpuid.rs`); the KVM leaves 0x4000_00xx are answered as userspace set them; OSXSAVE, OSPKE and the APIC bit follow CR4 and APIC_BASE (`kvm_update_cpuid_runtime`) |
-//! | RDMSR/WRMSR | `msr.rs`; an unknown MSR or a refused value is #GP(0) |
-//! | VMMCALL | every hypercall answers `-KVM_ENOSYS` in RAX (`-KVM_EPERM` from CPL > 0; 32 bits outside 64-bit mode), as `__kvm_emulate_hypercall` does for an unknown number |
+//! | RDMSR/WRMSR | `msr.rs`, the MSR_KVM_* of kvmclock, steal time and PV EOI `pv.rs`; an unknown MSR or a refused value is #GP(0) |
+//! | VMMCALL | `pv.rs`: KICK_CPU and SEND_IPI through the in-kernel irqchip, SCHED_YIELD (a hint), CLOCK_PAIRING; `-KVM_ENOSYS` for the rest, `-KVM_EPERM` from CPL > 0; 32 bits outside 64-bit mode, as `__kvm_emulate_hypercall` |
 //! | IOIO | `KVM_EXIT_IO`; the data of OUT is copied now, IN is completed at the next `KVM_RUN`; RIP moves to EXITINFO2 only then (`complete_fast_pio_*`) |
 //! | INS/OUTS | decoded (`x86/decode.rs`) for the address size, segment and REP count that TCG leaves out of EXITINFO1 (host-backend notes §1.2): as many elements as stay in one 4 KiB page go to userspace in one exit, and RIP stays on the instruction while RCX is not zero |
 //! | NPF on RAM | [`Step::MapPage`]; a write to a read-only slot is an MMIO write to userspace, as in KVM |
@@ -106,7 +106,8 @@
 //!
 //! # Not handled yet
 //!
-//! Paravirtual MSRs (kvmclock) and x2APIC MSRs (#GP), and task
+//! The paravirtual MSRs of async page faults, poll control and migration
+//! control (#GP), x2APIC MSRs without an irqchip (#GP), and task
 //! switches (internal error), KVM's `OUT 0x7e` RIP quirk, `cr8` in the
 //! run page (the vendor trait has no TPR accessor yet), PKRU for the
 //! guest page walks (taken as 0: no key denies an access).
@@ -142,11 +143,6 @@ use crate::x86::emulate::{
     self, Context, EmulateError, Exception, MmioRequest, MmioResult, Outcome, Pending, Registers,
     RFLAGS_DF,
 };
-
-/// `KVM_ENOSYS` and `KVM_EPERM` of `include/uapi/linux/kvm_para.h`: the
-/// hypercall errors, returned negated in RAX.
-const KVM_ENOSYS: i64 = 1000;
-const KVM_EPERM: i64 = 1;
 
 /// The most bytes one `KVM_EXIT_IO` carries: the PIO data page.
 pub const PIO_DATA_CAPACITY: usize = PAGE_SIZE;
@@ -240,6 +236,15 @@ pub trait InKernelIrqchip {
     fn cr8(&mut self) -> u64;
     /// A guest write of CR8 into the LAPIC's TPR.
     fn set_cr8(&mut self, cr8: u64);
+    /// KVM_HC_KICK_CPU: marks the vCPU with APIC id `apic_id` unhalted
+    /// (its wait ends, or its next HLT does not wait) and kicks it;
+    /// whether such a vCPU exists.
+    fn pv_kick(&mut self, apic_id: u32) -> bool;
+    /// KVM_HC_SEND_IPI: the number of vCPUs that accepted the IPI, or
+    /// `-KVM_EINVAL` for a logical destination or a shorthand.
+    fn pv_send_ipi(&mut self, ipi: &crate::pv::PvSendIpi) -> i64;
+    /// This vCPU left its halt: a KICK_CPU that came before is used up.
+    fn clear_pv_unhalt(&mut self);
 }
 
 /// Guest RAM: the page-table reads of [`GuestMemory`], the accessed and
@@ -262,6 +267,15 @@ pub struct HostState {
     /// enabled, of the ones pvrs-kvm switches); XSETBV is checked
     /// against them and the guest's CPUID leaf 0xD.
     pub xcr0_mask: u64,
+    /// kvmclock nanoseconds (host monotonic minus the VM's creation),
+    /// read with `tsc`, for `pv::ClockReference::at_exit`.
+    pub kvmclock_ns: u64,
+    /// The TSC frequency in kHz.
+    pub tsc_khz: u32,
+    /// The host TSC is constant and synchronised (CLOCK_PAIRING works).
+    pub tsc_stable: bool,
+    /// Host CLOCK_REALTIME nanoseconds, read with `tsc` (CLOCK_PAIRING).
+    pub wall_clock_ns: u64,
 }
 
 /// What the kernel does next.
@@ -1067,6 +1081,10 @@ pub struct VcpuState {
     /// The guest's XCR0, which the kernel loads around VMRUN once the
     /// guest has set CR4.OSXSAVE (XSETBV exits, KVM_SET_XCRS).
     xcr0: u64,
+    /// kvmclock, steal time and PV EOI; the kernel calls
+    /// [`crate::pv::before_entry`] and KVM_GET/SET_MSRS of the MSR_KVM_*
+    /// with it.
+    pub pv: crate::pv::PvState,
 }
 
 impl Default for VcpuState {
@@ -1091,6 +1109,7 @@ impl VcpuState {
             nmi_masked: false,
             iret_rip: None,
             xcr0: XFEATURE_MASK_FP,
+            pv: crate::pv::PvState::RESET,
         }
     }
 
@@ -1109,6 +1128,7 @@ impl VcpuState {
         self.nmi_masked = false;
         self.iret_rip = None;
         self.xcr0 = XFEATURE_MASK_FP;
+        self.pv = crate::pv::PvState::RESET;
     }
 
     /// The guest's XCR0 (KVM_GET_XCRS; what the kernel loads for it).
@@ -1499,6 +1519,7 @@ fn inject_events(
         MpState::Runnable => {}
         MpState::Halted if wakeup_pending(vcpu, state, irqchip) => {
             state.mp_state = MpState::Runnable;
+            irqchip.clear_pv_unhalt();
         }
         _ => return Step::Halt,
     }
@@ -2026,6 +2047,7 @@ where
         state.mp_state = MpState::Halted;
         if wakeup_pending(&*self.vcpu, state, irqchip) {
             state.mp_state = MpState::Runnable;
+            irqchip.clear_pv_unhalt();
             return Step::Resume;
         }
         bump(&mut state.counters.halts);
@@ -2282,6 +2304,19 @@ where
         if let Some(result) = self.irqchip_msr(number, write, value) {
             return self.msr_done(exit, result);
         }
+        if crate::pv::is_pv_msr(number) {
+            let result = if write {
+                let reference = crate::pv::ClockReference::at_exit(&self.host, self.state.msrs.tsc_offset);
+                let pv = &mut self.state.pv;
+                crate::pv::write_msr(pv, self.guest, number, value, &reference, MsrOrigin::Guest)
+            } else {
+                crate::pv::read_msr(&self.state.pv, number).map(|value| {
+                    self.vcpu.set_gpr(Gpr::Rax, value & 0xffff_ffff);
+                    self.vcpu.set_gpr(Gpr::Rdx, value >> 32);
+                })
+            };
+            return self.msr_done(exit, result);
+        }
         let result = if write {
             let features = self.state.msr_features(self.vcpu);
             msr::write_msr(
@@ -2321,17 +2356,19 @@ where
 
     fn hypercall(&mut self, exit: &Exit) -> Step {
         bump(&mut self.state.counters.hypercalls);
-        let error = if self.vcpu.cpl() != 0 {
+        let long_mode = code_size(self.vcpu) == CodeSize::Bits64;
+        let [nr, a0, a1, a2, a3] = [Gpr::Rax, Gpr::Rbx, Gpr::Rcx, Gpr::Rdx, Gpr::Rsi]
+            .map(|register| self.vcpu.gpr(register));
+        let call = crate::pv::decode_hypercall(nr, a0, a1, a2, a3, self.vcpu.cpl(), long_mode);
+        if call == crate::pv::Hypercall::Privileged {
             self.state.reject(Rejection::PrivilegedHypercall);
-            KVM_EPERM
-        } else {
-            KVM_ENOSYS
-        };
-        let mut result = error.wrapping_neg() as u64;
-        if code_size(self.vcpu) != CodeSize::Bits64 {
-            result &= 0xffff_ffff;
         }
-        self.vcpu.set_gpr(Gpr::Rax, result);
+        let reference = crate::pv::ClockReference::at_exit(&self.host, self.state.msrs.tsc_offset);
+        let irqchip = self.irqchip.as_deref_mut();
+        let pv = &mut self.state.pv;
+        let result = crate::pv::handle_hypercall(pv, self.guest, &call, &reference, irqchip);
+        self.vcpu
+            .set_gpr(Gpr::Rax, crate::pv::hypercall_result(result, long_mode));
         self.skip(exit);
         Step::Resume
     }
@@ -2854,4 +2891,4 @@ fn element_gpa(string: &StringIo, element: u32) -> u64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -375,7 +375,7 @@ fn scale(value: u64, multiplier: u32, divisor: u32) -> u64 {
 }
 
 /// The delivery mode of ICR/LVT bits 10:8; mode 3 is reserved.
-fn delivery_mode_of(register: u32) -> Option<DeliveryMode> {
+pub(crate) fn delivery_mode_of(register: u32) -> Option<DeliveryMode> {
     Some(match (register >> 8) & 0x7 {
         0 => DeliveryMode::Fixed,
         1 => DeliveryMode::LowestPriority,

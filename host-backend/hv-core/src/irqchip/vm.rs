@@ -89,17 +89,19 @@
 
 use super::ioapic::{EoiFollowUp, Ioapic, IOAPIC_EOI_INJECT_DELAY_NS};
 use super::lapic::{
-    Lapic, KVM_APIC_REG_SIZE, MSR_IA32_TSC_DEADLINE, X2APIC_MSR_FIRST, X2APIC_MSR_LAST,
+    delivery_mode_of, Lapic, KVM_APIC_REG_SIZE, MSR_IA32_TSC_DEADLINE, X2APIC_MSR_FIRST, X2APIC_MSR_LAST,
 };
 use super::pic::{LineStatus, Pic, PicChip, PicState, PIC_NUM_PINS};
 use super::pit::{Pit, PitConfig, PitState2};
 use super::routing::{msi_message, GsiRoutingTable, RouteTarget, RoutingOptions};
-use super::{ApicMessage, DeliveryMode, DeviceEnv, IoDevice, IoSpace, TimerId};
+use super::{ApicMessage, DeliveryMode, DestMode, DeviceEnv, IoDevice, IoSpace, Shorthand, TimerId};
 use crate::kvm_api::constants::{KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE};
 use crate::kvm_api::errno::Error;
 use crate::kvm_api::layout::kvm_irqchip;
 use crate::kvm_api::wire::Wire;
 use crate::msr::{MsrError, MsrFeatures, MsrOrigin};
+use crate::pv::PvSendIpi;
+use crate::pvrs_abi::hypercall::KVM_EINVAL;
 use crate::vcpu::InKernelIrqchip;
 
 pub use super::ioapic::USERSPACE_IRQ_SOURCE_ID;
@@ -335,6 +337,9 @@ struct VcpuEvents {
     sipi: Option<u8>,
     /// An ExtINT message: acknowledge the PIC.
     extint: bool,
+    /// A KVM_HC_KICK_CPU arrived (KVM's `pv_unhalted`): the next or
+    /// current halt ends; cleared when the vCPU leaves its halt.
+    pv_unhalt: bool,
 }
 
 impl VcpuEvents {
@@ -343,6 +348,7 @@ impl VcpuEvents {
         init: false,
         sipi: None,
         extint: false,
+        pv_unhalt: false,
     };
 }
 
@@ -1025,7 +1031,113 @@ impl<const MAX_VCPUS: usize> VmIrqchip<MAX_VCPUS> {
         if waiting_for_sipi {
             return false;
         }
-        events.nmi || (interrupts_enabled && self.pending_interrupt(vcpu).is_some())
+        events.nmi
+            || events.pv_unhalt
+            || (interrupts_enabled && self.pending_interrupt(vcpu).is_some())
+    }
+
+    // -------------------------------------------------------- PV hypercalls
+
+    /// The vCPU whose LAPIC has APIC id `apic_id` and would accept a
+    /// physical-destination message to it (hardware-enabled), as KVM's
+    /// `phys_map` finds it: an exact id, never a broadcast.
+    fn vcpu_with_apic_id(&self, apic_id: u32) -> Option<usize> {
+        let probe = ApicMessage {
+            dest: apic_id,
+            dest_mode: DestMode::Physical,
+            delivery: DeliveryMode::Fixed,
+            vector: 0,
+            level_triggered: false,
+            assert: true,
+            shorthand: Shorthand::None,
+            source: Some(apic_id),
+        };
+        self.lapics.iter().position(|lapic| {
+            lapic
+                .as_ref()
+                .is_some_and(|lapic| lapic.apic_id() == apic_id && lapic.matches_destination(&probe))
+        })
+    }
+
+    /// KVM_HC_KICK_CPU (KVM `kvm_pv_kick_cpu_op`, delivery mode REMRD):
+    /// the vCPU with APIC id `apic_id` gets `pv_unhalt`, which
+    /// [`VmIrqchip::has_wakeup_event`] reports until
+    /// [`VmIrqchip::clear_pv_unhalt`], and is kicked.  Whether it exists.
+    pub fn pv_kick(&mut self, now_ns: u64, apic_id: u32) -> (bool, Effects<MAX_VCPUS>) {
+        let Some(index) = self.vcpu_with_apic_id(apic_id) else {
+            return (false, Effects::NONE);
+        };
+        if let Some(events) = self.events.get_mut(index) {
+            events.pv_unhalt = true;
+        }
+        let mut env = VmEnv::new(now_ns);
+        env.kick(index);
+        (true, self.finish(env))
+    }
+
+    /// vCPU `vcpu` left its halt: a kick that came before is used up
+    /// (KVM clears `pv_unhalted` in `vcpu_block`).
+    pub fn clear_pv_unhalt(&mut self, vcpu: usize) {
+        if let Some(events) = self.events.get_mut(vcpu) {
+            events.pv_unhalt = false;
+        }
+    }
+
+    /// KVM_HC_SEND_IPI from vCPU `vcpu` (KVM `kvm_pv_send_ipi`): the IPI
+    /// `ipi.icr` describes goes to every vCPU whose APIC id the bitmaps
+    /// select, through [`Lapic::accept`] like any IPI.  Returns how many
+    /// accepted it, or `-KVM_EINVAL` for a logical destination or a
+    /// shorthand; the reserved delivery mode is accepted by none (0), as
+    /// KVM's `__apic_accept_irq` refuses it.
+    pub fn pv_send_ipi(
+        &mut self,
+        vcpu: usize,
+        now_ns: u64,
+        ipi: &PvSendIpi,
+    ) -> (i64, Effects<MAX_VCPUS>) {
+        if ipi.icr_is_invalid() {
+            return (-KVM_EINVAL, Effects::NONE);
+        }
+        let icr = ipi.icr as u32;
+        let Some(delivery) = delivery_mode_of(icr) else {
+            return (0, Effects::NONE);
+        };
+        let source = self.lapic(vcpu).map(Lapic::apic_id);
+        let mut env = VmEnv::new(now_ns);
+        let mut accepted = 0i64;
+        for index in 0..MAX_VCPUS {
+            let Some(Some(lapic)) = self.lapics.get_mut(index) else {
+                continue;
+            };
+            let apic_id = lapic.apic_id();
+            if !ipi.selects(apic_id) {
+                continue;
+            }
+            let message = ApicMessage {
+                dest: apic_id,
+                dest_mode: DestMode::Physical,
+                delivery,
+                vector: icr as u8,
+                level_triggered: icr & (1 << 15) != 0,
+                assert: icr & (1 << 14) != 0,
+                shorthand: Shorthand::None,
+                source,
+            };
+            // An xAPIC id of 0xff is the broadcast address: only the LAPIC
+            // that has it is meant (the id check above), and only if it
+            // takes physical messages at all.
+            if !lapic.matches_destination(&message) {
+                continue;
+            }
+            bump(&mut self.counters.messages);
+            if lapic.accept(&message) {
+                accepted += 1;
+                env.kick(index);
+            } else {
+                bump(&mut self.counters.messages_undelivered);
+            }
+        }
+        (accepted, self.finish(env))
     }
 
     /// CR8 of vCPU `vcpu` from its LAPIC's TPR.
@@ -1228,6 +1340,19 @@ impl<const MAX_VCPUS: usize> InKernelIrqchip for VcpuIrqchip<'_, MAX_VCPUS> {
     }
     fn set_cr8(&mut self, cr8: u64) {
         self.chip.set_cr8(self.vcpu, cr8);
+    }
+    fn pv_kick(&mut self, apic_id: u32) -> bool {
+        let (found, effects) = self.chip.pv_kick(self.now_ns, apic_id);
+        self.effects.merge(&effects);
+        found
+    }
+    fn pv_send_ipi(&mut self, ipi: &PvSendIpi) -> i64 {
+        let (result, effects) = self.chip.pv_send_ipi(self.vcpu, self.now_ns, ipi);
+        self.effects.merge(&effects);
+        result
+    }
+    fn clear_pv_unhalt(&mut self) {
+        self.chip.clear_pv_unhalt(self.vcpu);
     }
 }
 

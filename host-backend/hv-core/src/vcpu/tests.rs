@@ -15,7 +15,7 @@ use std::boxed::Box;
 use std::vec;
 use std::vec::Vec;
 
-const RAM_SIZE: u64 = 4 << 20;
+pub(crate) const RAM_SIZE: u64 = 4 << 20;
 const MMIO: u64 = 0xfee0_0000;
 const CODE: u64 = 0x10_0000;
 /// Linear 0x40_0000 maps GPA 0x4000_0000, which no slot backs.
@@ -30,21 +30,29 @@ const RW: u64 = 2 | 4;
 const PS: u64 = 1 << 7;
 /// x87, SSE and AVX, as a host kernel with AVX but no AVX-512 enables.
 const HOST_XCR0: u64 = 0b111;
-const HOST: HostState = HostState { tsc: 5000, cpu: 3, xcr0_mask: HOST_XCR0 };
+const HOST: HostState = HostState {
+    tsc: 5000,
+    cpu: 3,
+    xcr0_mask: HOST_XCR0,
+    kvmclock_ns: 0,
+    tsc_khz: 0,
+    tsc_stable: false,
+    wall_clock_ns: 0,
+};
 
-/// RAM from 0 to `RAM_SIZE`.
-struct TestRam {
+/// RAM from 0 to `RAM_SIZE` (also under `pv.rs`'s write log).
+pub(crate) struct TestRam {
     bytes: Vec<u8>,
 }
 
 impl TestRam {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             bytes: vec![0; RAM_SIZE as usize],
         }
     }
 
-    fn range(&self, gpa: u64, len: usize) -> Result<core::ops::Range<usize>, MemoryError> {
+    pub(crate) fn range(&self, gpa: u64, len: usize) -> Result<core::ops::Range<usize>, MemoryError> {
         let start = usize::try_from(gpa).map_err(|_| MemoryError::Unmapped)?;
         let end = start.checked_add(len).ok_or(MemoryError::Unmapped)?;
         if end > self.bytes.len() {
@@ -53,7 +61,7 @@ impl TestRam {
         Ok(start..end)
     }
 
-    fn poke(&mut self, gpa: u64, bytes: &[u8]) {
+    pub(crate) fn poke(&mut self, gpa: u64, bytes: &[u8]) {
         let range = self.range(gpa, bytes.len()).unwrap();
         self.bytes[range].copy_from_slice(bytes);
     }
@@ -62,7 +70,7 @@ impl TestRam {
         self.poke(gpa, &value.to_le_bytes());
     }
 
-    fn peek(&self, gpa: u64, len: usize) -> &[u8] {
+    pub(crate) fn peek(&self, gpa: u64, len: usize) -> &[u8] {
         &self.bytes[self.range(gpa, len).unwrap()]
     }
 
@@ -994,3 +1002,47 @@ fn reset_clears_everything() {
 }
 
 mod irqchip;
+
+#[test]
+fn pv_msrs_and_clock_pairing_reach_pv_rs() {
+    use crate::pvrs_abi::hypercall::KVM_HC_CLOCK_PAIRING;
+    use crate::pvrs_abi::msr::MSR_KVM_SYSTEM_TIME_NEW;
+    let mut machine = Machine::long_mode();
+    machine.code(&[0x0f, 0x30]); // wrmsr
+    machine.vcpu.set_gpr(Gpr::Rcx, u64::from(MSR_KVM_SYSTEM_TIME_NEW));
+    machine.vcpu.set_gpr(Gpr::Rax, 0x5001);
+    machine.vcpu.set_gpr(Gpr::Rdx, 0);
+    assert_eq!(machine.exit(SVM_EXIT_MSR, 1, 0), Step::Resume);
+    assert_eq!(machine.vcpu.rip(), CODE + 2);
+    assert!(machine.state.pv.clock_update_pending());
+    machine.code(&[0x0f, 0x32]); // rdmsr
+    machine.vcpu.set_gpr(Gpr::Rax, 0);
+    machine.exit(SVM_EXIT_MSR, 0, 0);
+    assert_eq!(machine.vcpu.gpr(Gpr::Rax), 0x5001);
+
+    // CLOCK_PAIRING with the host's clocks of the exit.
+    let host = HostState { tsc_stable: true, wall_clock_ns: 3_000_000_007, ..HOST };
+    machine.code(&[0x0f, 0x01, 0xd9]); // vmmcall
+    machine.vcpu.set_gpr(Gpr::Rax, u64::from(KVM_HC_CLOCK_PAIRING));
+    machine.vcpu.set_gpr(Gpr::Rbx, 0x6000);
+    machine.vcpu.set_gpr(Gpr::Rcx, 0);
+    let control = &mut machine.vcpu.vmcb.control;
+    control.exit_code = SVM_EXIT_VMMCALL;
+    control.exit_code_hi = 0;
+    machine.vcpu.complete_exit();
+    let step = handle_exit(&mut *machine.vcpu, &mut machine.state, &mut machine.ram, &TestMap, host);
+    assert_eq!(step, Step::Resume);
+    assert_eq!(machine.vcpu.gpr(Gpr::Rax), 0);
+    assert_eq!(machine.ram.peek(0x6000, 8), 3u64.to_le_bytes());
+    assert_eq!(machine.ram.peek(0x6008, 8), 7u64.to_le_bytes());
+    assert_eq!(machine.ram.peek(0x6010, 8), HOST.tsc.to_le_bytes(), "offset 0");
+
+    // From user mode: -KVM_EPERM and a rejection.
+    machine.code(&[0x0f, 0x01, 0xd9]);
+    let mut ss = machine.vcpu.segment(SegmentRegister::Ss);
+    ss.attributes |= 3 << 5;
+    machine.vcpu.set_segment(SegmentRegister::Ss, ss);
+    machine.exit(SVM_EXIT_VMMCALL, 0, 0);
+    assert_eq!(machine.vcpu.gpr(Gpr::Rax), (-1i64) as u64);
+    assert_eq!(machine.rejections(Rejection::PrivilegedHypercall), 1);
+}

@@ -242,6 +242,7 @@ pub fn run(data: &[u8]) {
         cpu: 1,
         // x87, SSE, AVX.
         xcr0_mask: 0b111,
+        ..HostState::default()
     };
 
     // Bytes 120-151: the first exit.

@@ -392,3 +392,60 @@ fn cr8_and_the_lapic_tpr_stay_in_sync() {
     assert_eq!(vm.exit(SVM_EXIT_CPUID, 0, 0), Step::Resume);
     assert_eq!(vm.chip.lapic(0).unwrap().to_kvm_state(0)[0x80], 0x15);
 }
+
+#[test]
+fn a_pv_kick_ends_the_halt_once() {
+    use crate::pvrs_abi::hypercall::KVM_HC_KICK_CPU;
+    let mut vm = Vm::new();
+    vm.machine.vcpu.set_rflags(0x2); // cli; hlt: only the kick wakes it
+    vm.machine.code(&[0xf4]);
+    assert_eq!(vm.exit(SVM_EXIT_HLT, 0, 0), Step::Halt);
+    // vCPU 1 kicks APIC id 0 with a VMMCALL.
+    let (result, effects) = {
+        let mut state = crate::pv::PvState::new();
+        let mut view = VcpuIrqchip::new(&mut vm.chip, 1, 0, 0);
+        let call = crate::pv::decode_hypercall(u64::from(KVM_HC_KICK_CPU), 0, 0, 0, 0, 0, true);
+        let reference = crate::pv::ClockReference::default();
+        let result = crate::pv::handle_hypercall(&mut state, &mut vm.machine.ram, &call, &reference, Some(&mut view));
+        (result, view.effects)
+    };
+    assert_eq!(result, 0);
+    assert!(effects.kicks(0));
+    assert_eq!(vm.inject(), Step::Resume);
+    assert_eq!(vm.machine.state.mp_state(), MpState::Runnable);
+    // Used up: the next HLT waits again.
+    vm.machine.code(&[0xf4]);
+    assert_eq!(vm.exit(SVM_EXIT_HLT, 0, 0), Step::Halt);
+
+    // A kick before the HLT makes the HLT return at once, once.
+    vm.inject();
+    let _ = vm.chip.pv_kick(0, 0);
+    assert_eq!(vm.inject(), Step::Resume);
+    vm.machine.code(&[0xf4]);
+    assert_eq!(vm.exit(SVM_EXIT_HLT, 0, 0), Step::Halt, "the earlier wakeup used it");
+    let _ = vm.chip.pv_kick(0, 0);
+    vm.inject();
+    vm.machine.code(&[0xf4]);
+    let _ = vm.chip.pv_kick(0, 0);
+    assert_eq!(vm.exit(SVM_EXIT_HLT, 0, 0), Step::Resume);
+    vm.machine.code(&[0xf4]);
+    assert_eq!(vm.exit(SVM_EXIT_HLT, 0, 0), Step::Halt);
+}
+
+#[test]
+fn pv_send_ipi_hypercall_reaches_the_other_vcpu() {
+    use crate::pvrs_abi::hypercall::KVM_HC_SEND_IPI;
+    let mut vm = Vm::new();
+    vm.machine.code(&[0x0f, 0x01, 0xd9]); // vmmcall
+    let vcpu = &mut vm.machine.vcpu;
+    vcpu.set_gpr(Gpr::Rax, u64::from(KVM_HC_SEND_IPI));
+    vcpu.set_gpr(Gpr::Rbx, 0b11); // APIC ids 0 and 1
+    vcpu.set_gpr(Gpr::Rcx, 0);
+    vcpu.set_gpr(Gpr::Rdx, 0);
+    vcpu.set_gpr(Gpr::Rsi, 0x61);
+    assert_eq!(vm.exit(SVM_EXIT_VMMCALL, 0, 0), Step::Resume);
+    assert_eq!(vm.machine.vcpu.gpr(Gpr::Rax), 2, "KVM returns the count");
+    assert_eq!(vm.machine.vcpu.rip(), CODE + 3);
+    assert!(vm.chip.pending_interrupt(1).is_some());
+    assert_eq!(vm.machine.state.pv.counters.send_ipis, 1);
+}
