@@ -39,6 +39,11 @@ use kernel::{
 // crate: hv-core refers to its own modules as `crate::...`.
 include!("../hv-core/src/modules.rs");
 
+/// The guest/host PV ABI (abi/), which hv-core names `crate::pvrs_abi`,
+/// compiled from the same files as the guest modules and the host crate.
+#[path = "../../abi/src/modules.rs"]
+pub mod pvrs_abi;
+
 mod irqfd;
 mod kmem;
 mod svm_hw;

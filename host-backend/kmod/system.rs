@@ -105,7 +105,14 @@ impl FileOps for SystemFile {
             }
             Ioctl::GetSupportedCpuid => get_supported_cpuid(arg),
             Ioctl::GetEmulatedCpuid => get_emulated_cpuid(arg),
-            Ioctl::GetMsrIndexList => get_msr_list(arg, crate::msr::MSRS_TO_SAVE),
+            Ioctl::GetMsrIndexList => {
+                // The MSRs a VMM saves, then those only emulated (the
+                // paravirtual ones), as KVM lists them.
+                let mut indices = KVec::new();
+                indices.extend_from_slice(crate::msr::MSRS_TO_SAVE, GFP_KERNEL)?;
+                indices.extend_from_slice(crate::msr::EMULATED_MSRS, GFP_KERNEL)?;
+                get_msr_list(arg, &indices)
+            }
             Ioctl::GetMsrFeatureIndexList => get_msr_list(arg, crate::msr::FEATURE_MSRS),
             Ioctl::GetMsrs => get_feature_msrs(arg),
             // Known to the KVM API, not implemented here.
@@ -114,13 +121,22 @@ impl FileOps for SystemFile {
     }
 }
 
+/// The KVM paravirtual features offered (CPUID 0x4000_0001 EAX): those of
+/// hv-core's `pv::IMPLEMENTED_KVM_FEATURES` that this module also backs.
+/// Left out: steal time (the vCPU thread's run delay is not read yet) and
+/// PV TLB flush (it needs steal time's preempted flag, set by a preempt
+/// notifier this module does not have yet).
+const KVM_FEATURES: u32 = crate::pv::IMPLEMENTED_KVM_FEATURES
+    & !(1 << crate::pvrs_abi::cpuid::KVM_FEATURE_STEAL_TIME)
+    & !(1 << crate::pvrs_abi::cpuid::KVM_FEATURE_PV_TLB_FLUSH);
+
 /// What this backend implements beyond the hardware, for CPUID.
 pub(crate) fn cpuid_config() -> SupportedCpuidConfig {
     SupportedCpuidConfig {
         // The in-kernel LAPIC (KVM_CREATE_IRQCHIP): APIC, x2APIC and the
         // TSC-deadline timer.
         lapic: true,
-        kvm_features: 0,
+        kvm_features: KVM_FEATURES,
         host_xcr0: kernel::x86::read_xcr0(),
     }
 }

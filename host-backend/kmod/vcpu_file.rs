@@ -14,7 +14,7 @@ use crate::{
     kmem::{SvmVcpuBox, UserGuestMemory},
     kvm_api::wire::Wire,
     kvm_api::{self, decode, ioctl::Ioctl, layout, run},
-    regs, svm, svm_hw,
+    pv, regs, svm, svm_hw,
     user_copy::{read_user, read_user_bytes, read_user_entries, read_user_header, write_user},
     vcpu,
     vm_file::{classify_ioctl, kvm_error, now_ns, Vm, MAX_VCPUS},
@@ -160,6 +160,20 @@ impl Vcpu {
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// What hv-core's exit handling knows of the host after an exit at
+    /// host TSC `tsc` on `cpu`.
+    fn host_state(&self, tsc: u64, cpu: u32) -> vcpu::HostState {
+        vcpu::HostState {
+            tsc,
+            cpu,
+            xcr0_mask: crate::system::guest_xcr0_mask(),
+            kvmclock_ns: self.vm.kvmclock_ns(tsc),
+            tsc_khz: kernel::x86::tsc_khz(),
+            tsc_stable: kernel::x86::tsc_invariant_and_stable(),
+            wall_clock_ns: kernel::x86::realtime_ns(),
+        }
     }
 
     /// The host CPU this vCPU is in the guest on, or -1.
@@ -401,6 +415,7 @@ impl Vcpu {
                     continue;
                 }
             }
+            self.update_pv_areas(inner);
             let host = self.enter_guest(inner);
             let with_chip = if self.vm.has_irqchip.load(Ordering::Acquire) {
                 self.with_irqchip(|view| {
@@ -429,17 +444,32 @@ impl Vcpu {
         }
     }
 
+    /// Publishes the kvmclock area when the guest (re)enabled it (hv-core
+    /// `pv::before_entry`). Every vCPU publishes the VM's one reference,
+    /// so a move to another host CPU needs no update. In thread context,
+    /// before preemption is turned off: the guest's page may have to be
+    /// faulted in.
+    fn update_pv_areas(&self, inner: &mut VcpuInner) {
+        if !inner.state.pv.clock_update_pending() {
+            return;
+        }
+        let reference = self.vm.clock_reference(inner.state.msrs.tsc_offset);
+        let mem = self.vm.mem.lock();
+        let mut guest = UserGuestMemory { mem: &mem };
+        let outcome =
+            crate::pv::before_entry(&mut inner.state.pv, &mut guest, &reference, 0, false);
+        if outcome.flush_tlb {
+            crate::vendor::VendorVcpu::request_tlb_flush(&mut *inner.svm);
+        }
+    }
+
     /// One VMRUN, with preemption off from the ASID choice to the exit.
     fn enter_guest(&self, inner: &mut VcpuInner) -> vcpu::HostState {
         let guard = cpu::PreemptGuard::new();
         let cpu = guard.cpu();
         let host = &self.vm.host;
         let Some(host_vmsave) = host.cpu_pages.host_vmsave_pa(cpu) else {
-            return vcpu::HostState {
-                tsc: 0,
-                cpu,
-                xcr0_mask: crate::system::guest_xcr0_mask(),
-            };
+            return self.host_state(0, cpu);
         };
         vcpu::prepare_entry(&mut *inner.svm, &inner.state);
         // Publish where we run before reading the TLB generation: a zapper
@@ -483,11 +513,7 @@ impl Vcpu {
         self.running_on().store(-1, Ordering::SeqCst);
         inner.svm.complete_exit();
         drop(guard);
-        vcpu::HostState {
-            tsc,
-            cpu,
-            xcr0_mask: crate::system::guest_xcr0_mask(),
-        }
+        self.host_state(tsc, cpu)
     }
 
     /// KVM_EXIT_INTR: KVM_RUN returns EINTR for a signal (or
@@ -659,6 +685,35 @@ impl Vcpu {
                         true
                     }
                     _ => false,
+                }
+            } else if crate::pv::is_pv_msr(entry.index) {
+                // kvmclock and the other paravirtual MSRs, as a VMM saves
+                // and restores them (a write may publish the wall clock).
+                if write {
+                    let reference = pv::ClockReference {
+                        kvmclock_ns: self.vm.kvmclock_ns(tsc),
+                        ..self.vm.clock_reference(inner.state.msrs.tsc_offset)
+                    };
+                    let mem = self.vm.mem.lock();
+                    let mut guest = UserGuestMemory { mem: &mem };
+                    pv::write_msr(
+                        &mut inner.state.pv,
+                        &mut guest,
+                        entry.index,
+                        entry.data,
+                        &reference,
+                        crate::msr::MsrOrigin::Host,
+                    )
+                    .is_ok()
+                } else {
+                    match pv::read_msr(&inner.state.pv, entry.index) {
+                        Ok(value) => {
+                            entry.data = value;
+                            decode::encode(&entry, slot).map_err(kvm_error)?;
+                            true
+                        }
+                        Err(_) => false,
+                    }
                 }
             } else if write {
                 let features = inner.state.msr_features(&*inner.svm);

@@ -31,7 +31,9 @@ use crate::{
     irqfd::{IrqfdSlots, PendingGsis},
     kmem::{IopmBox, Irqchip, NptPages, PlainState},
     kvm_api::{self, decode, ioctl::Ioctl, layout, wire::Wire},
-    memslot, npt, svm_hw,
+    memslot, npt, pv,
+    pvrs_abi::pvclock,
+    svm_hw,
     system::check_extension,
     user_copy::{read_user, read_user_bytes, write_user},
     vcpu,
@@ -130,6 +132,13 @@ pub(crate) struct Vm {
     /// from 0 at the VM's creation, the same on every vCPU (KVM's
     /// `kvm_synchronize_tsc` at vCPU creation).
     pub(crate) initial_tsc_offset: u64,
+    /// kvmclock's parameters, the same for every vCPU (KVM's master
+    /// clock): the clock reads 0 ns at the host TSC of the VM's creation
+    /// and runs at the host's TSC frequency from there. A vCPU's time
+    /// area is this, shifted by its own TSC offset.
+    pub(crate) clock: pvclock::PvclockVcpuTimeInfo,
+    /// The host TSC at the VM's creation.
+    creation_tsc: u64,
 }
 
 kernel::impl_has_hr_timer! { impl HasHrTimer<Vm> for Vm { self.pit_timer } }
@@ -296,6 +305,15 @@ impl Vm {
         .map_err(|_| ENOMEM)?;
         let nested_cr3 = npt.root();
         let iopm = IopmBox::new()?;
+        let creation_tsc = kernel::x86::rdtsc_ordered();
+        let clock = pv::time_info(
+            &pv::ClockReference {
+                guest_tsc: creation_tsc,
+                tsc_khz: kernel::x86::tsc_khz(),
+                ..Default::default()
+            },
+            false,
+        );
         Arc::pin_init(
             pin_init!(Self {
                 host,
@@ -322,7 +340,9 @@ impl Vm {
                 irqfds <- new_mutex!(KVec::new()),
                 irqfd_pending: PendingGsis::new(),
                 running_on: [const { AtomicI32::new(-1) }; MAX_VCPUS],
-                initial_tsc_offset: kernel::x86::rdtsc_ordered().wrapping_neg(),
+                initial_tsc_offset: creation_tsc.wrapping_neg(),
+                clock,
+                creation_tsc,
             }),
             GFP_KERNEL,
         )
@@ -500,6 +520,27 @@ impl Vm {
 
     /// What an irqchip operation asked for: vCPUs to wake or kick out of
     /// the guest, and timers to arm or cancel.
+    /// The kvmclock reference for a vCPU whose TSC offset is `tsc_offset`,
+    /// with the wall clock now: the same instant (the VM's creation) for
+    /// every vCPU, so that every vCPU's time area describes one clock
+    /// and the stable bit holds. Without a stable TSC the bit is not set,
+    /// and the guest keeps its readings monotonic itself.
+    pub(crate) fn clock_reference(&self, tsc_offset: u64) -> pv::ClockReference {
+        pv::ClockReference {
+            guest_tsc: self.creation_tsc.wrapping_add(tsc_offset),
+            kvmclock_ns: 0,
+            tsc_khz: kernel::x86::tsc_khz(),
+            tsc_stable: kernel::x86::tsc_invariant_and_stable(),
+            wall_clock_ns: kernel::x86::realtime_ns(),
+        }
+    }
+
+    /// kvmclock nanoseconds at host TSC `host_tsc`, as the guest computes
+    /// them from its time area.
+    pub(crate) fn kvmclock_ns(&self, host_tsc: u64) -> u64 {
+        self.clock.nsec_at(host_tsc)
+    }
+
     /// An irqchip event from any context (an irqfd's signal): wakes the
     /// halted vCPUs and sends one vCPU that is in the guest out of it, so
     /// that one of them takes the irqchip soon.

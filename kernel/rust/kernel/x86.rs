@@ -80,6 +80,21 @@ pub fn tsc_khz() -> u32 {
     unsafe { core::ptr::read_volatile(core::ptr::addr_of!(bindings::tsc_khz)) }
 }
 
+/// The host's wall clock (`CLOCK_REALTIME`) in nanoseconds since the
+/// epoch, 0 before it; what a hypervisor hands its guests as their boot
+/// time's base (kvmclock's wall clock, `KVM_HC_CLOCK_PAIRING`).
+pub fn realtime_ns() -> u64 {
+    let mut now = bindings::timespec64::default();
+    // SAFETY: `ktime_get_real_ts64` fills the struct it is given; it may
+    // be called from any context but NMI.
+    unsafe { bindings::ktime_get_real_ts64(&mut now) };
+    let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanoseconds = u64::try_from(now.tv_nsec).unwrap_or(0);
+    seconds
+        .saturating_mul(1_000_000_000)
+        .saturating_add(nanoseconds)
+}
+
 /// Whether the kernel's own kvm-clock driver has registered the kvmclock
 /// areas (it owns the `MSR_KVM_SYSTEM_TIME*` MSRs then).
 pub fn kvmclock_in_use() -> bool {
