@@ -16,6 +16,7 @@ use kernel::{
     page::Page,
     prelude::*,
     rbtree::RBTree,
+    sync::Mutex,
     uaccess::UserSlice,
     x86::{cmpxchg_user_u32, cmpxchg_user_u64},
 };
@@ -160,17 +161,28 @@ impl IopmBox {
 /// the memslots to user addresses of the current process (the VMM, whose
 /// thread runs the vCPU), read with `copy_from_user` and written with
 /// `copy_to_user` or a user-space CMPXCHG (page-table A/D bits).
+///
+/// The memory lock is held only to translate an address, never across a
+/// copy: a copy may fault and take the VMM's `mmap_lock`, under which the
+/// MMU notifier takes the memory lock. A memslot that changes meanwhile
+/// only makes the copy reach what the VMM maps at the old address now, or
+/// fail (as KVM's guest accesses, which also copy from user addresses).
 pub(crate) struct UserGuestMemory<'a> {
-    /// The VM's memslots (locked by the caller).
-    pub(crate) mem: &'a GuestMemoryState,
+    /// The VM's memslots.
+    pub(crate) mem: &'a Mutex<GuestMemoryState>,
 }
 
 impl UserGuestMemory<'_> {
+    /// The user address of `gpa` now.
+    fn hva(&self, gpa: u64, write: bool) -> core::result::Result<u64, paging::MemoryError> {
+        self.mem
+            .lock()
+            .hva(gpa, write)
+            .ok_or(paging::MemoryError::Unmapped)
+    }
+
     fn read<const N: usize>(&self, gpa: u64) -> core::result::Result<[u8; N], paging::MemoryError> {
-        let hva = self
-            .mem
-            .hva(gpa, false)
-            .ok_or(paging::MemoryError::Unmapped)?;
+        let hva = self.hva(gpa, false)?;
         let mut bytes = [0u8; N];
         UserSlice::new(hva as usize, N)
             .reader()
@@ -194,10 +206,7 @@ impl paging::GuestMemory for UserGuestMemory<'_> {
         gpa: u64,
         buffer: &mut [u8],
     ) -> core::result::Result<(), paging::MemoryError> {
-        let hva = self
-            .mem
-            .hva(gpa, false)
-            .ok_or(paging::MemoryError::Unmapped)?;
+        let hva = self.hva(gpa, false)?;
         UserSlice::new(hva as usize, buffer.len())
             .reader()
             .read_slice(buffer)
@@ -210,10 +219,7 @@ impl paging::PageTableWrite for UserGuestMemory<'_> {
         &mut self,
         update: &paging::AccessedDirtyUpdate,
     ) -> core::result::Result<bool, paging::MemoryError> {
-        let hva = self
-            .mem
-            .hva(update.entry_gpa, true)
-            .ok_or(paging::MemoryError::Unmapped)?;
+        let hva = self.hva(update.entry_gpa, true)?;
         let new = update.old_value | update.set_bits;
         match update.width {
             paging::EntryWidth::Bits32 => {
@@ -231,10 +237,7 @@ impl vcpu::GuestRam for UserGuestMemory<'_> {
         gpa: u64,
         bytes: &[u8],
     ) -> core::result::Result<(), paging::MemoryError> {
-        let hva = self
-            .mem
-            .hva(gpa, true)
-            .ok_or(paging::MemoryError::Unmapped)?;
+        let hva = self.hva(gpa, true)?;
         UserSlice::new(hva as usize, bytes.len())
             .writer()
             .write_slice(bytes)

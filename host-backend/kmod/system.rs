@@ -100,8 +100,16 @@ impl FileOps for SystemFile {
                     return Err(EINVAL);
                 }
                 let vm = Vm::new(host.into())?;
-                let fd = anon_inode::new_fd(c_str!("kvm-vm"), &host.vm_fops, vm)?;
-                Ok(fd as isize)
+                vm.watch_vmm_memory()?;
+                match anon_inode::new_fd(c_str!("kvm-vm"), &host.vm_fops, vm.clone()) {
+                    Ok(fd) => Ok(fd as isize),
+                    Err(e) => {
+                        // The notifier holds the VM: without a file whose
+                        // release would drop it, drop it here.
+                        vm.stop_watching_vmm_memory();
+                        Err(e)
+                    }
+                }
             }
             Ioctl::GetSupportedCpuid => get_supported_cpuid(arg),
             Ioctl::GetEmulatedCpuid => get_emulated_cpuid(arg),

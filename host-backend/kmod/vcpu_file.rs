@@ -357,13 +357,12 @@ impl Vcpu {
         // Finish what userspace handled (IN data, an MMIO read), even with
         // immediate_exit, so that nothing is lost.
         let mut step = {
-            let mem = self.vm.mem.lock();
-            let mut guest = UserGuestMemory { mem: &mem };
+            let mut guest = UserGuestMemory { mem: &self.vm.mem };
             vcpu::complete_user_exit(
                 &mut *inner.svm,
                 &mut inner.state,
                 &mut guest,
-                &*mem,
+                &self.vm.mem,
                 &inner.run_copy,
                 &inner.pio_copy,
             )
@@ -383,7 +382,7 @@ impl Vcpu {
                     }
                 }
                 vcpu::Step::MapPage { gpa, write } => {
-                    if let Err(e) = self.vm.mem.lock().map_page(gpa, write) {
+                    if let Err(e) = self.vm.map_guest_page(gpa, write) {
                         pr_warn!(
                             "vCPU {}: cannot map guest page {:#x}: {:?}\n",
                             self.id,
@@ -419,13 +418,12 @@ impl Vcpu {
             let host = self.enter_guest(inner);
             let with_chip = if self.vm.has_irqchip.load(Ordering::Acquire) {
                 self.with_irqchip(|view| {
-                    let mem = self.vm.mem.lock();
-                    let mut guest = UserGuestMemory { mem: &mem };
+                    let mut guest = UserGuestMemory { mem: &self.vm.mem };
                     vcpu::handle_exit_with_irqchip(
                         &mut *inner.svm,
                         &mut inner.state,
                         &mut guest,
-                        &*mem,
+                        &self.vm.mem,
                         host,
                         view,
                     )
@@ -436,9 +434,14 @@ impl Vcpu {
             step = match with_chip {
                 Some(step) => step,
                 None => {
-                    let mem = self.vm.mem.lock();
-                    let mut guest = UserGuestMemory { mem: &mem };
-                    vcpu::handle_exit(&mut *inner.svm, &mut inner.state, &mut guest, &*mem, host)
+                    let mut guest = UserGuestMemory { mem: &self.vm.mem };
+                    vcpu::handle_exit(
+                        &mut *inner.svm,
+                        &mut inner.state,
+                        &mut guest,
+                        &self.vm.mem,
+                        host,
+                    )
                 }
             };
         }
@@ -454,8 +457,7 @@ impl Vcpu {
             return;
         }
         let reference = self.vm.clock_reference(inner.state.msrs.tsc_offset);
-        let mem = self.vm.mem.lock();
-        let mut guest = UserGuestMemory { mem: &mem };
+        let mut guest = UserGuestMemory { mem: &self.vm.mem };
         let outcome =
             crate::pv::before_entry(&mut inner.state.pv, &mut guest, &reference, 0, false);
         if outcome.flush_tlb {
@@ -694,8 +696,7 @@ impl Vcpu {
                         kvmclock_ns: self.vm.kvmclock_ns(tsc),
                         ..self.vm.clock_reference(inner.state.msrs.tsc_offset)
                     };
-                    let mem = self.vm.mem.lock();
-                    let mut guest = UserGuestMemory { mem: &mem };
+                    let mut guest = UserGuestMemory { mem: &self.vm.mem };
                     pv::write_msr(
                         &mut inner.state.pv,
                         &mut guest,

@@ -50,6 +50,7 @@ use kernel::{
     file_ops::FileOps,
     fmt,
     mm::PinnedUserPage,
+    mmu_notifier::{InvalidatedRange, MmuNotifier, MmuNotifierHandler},
     new_condvar, new_mutex,
     prelude::*,
     rbtree::RBTree,
@@ -117,6 +118,10 @@ pub(crate) struct Vm {
     /// The VM file was released: the PIT is not armed again (its handle
     /// would hold the VM).
     released: AtomicBool,
+    /// The MMU notifier on the VMM's address space (it holds the VM,
+    /// dropped when the VM file is released).
+    #[pin]
+    memory_notifier: Mutex<Option<MmuNotifier<VmMemoryNotifier>>>,
     /// The irqfds (KVM_IRQFD); each holds a reference to the VM, dropped
     /// when the VM file is released.
     #[pin]
@@ -200,6 +205,21 @@ struct Zapped {
     tables: KVec<u64>,
 }
 
+impl Zapped {
+    /// Takes `other`'s pins and tables too (a pin that cannot be moved is
+    /// dropped now, as `zap` does).
+    fn absorb(&mut self, other: Zapped) {
+        for pin in other.pins {
+            let _ = self.pins.push(pin, flags::GFP_KERNEL);
+        }
+        for table in other.tables {
+            if self.tables.push(table, flags::GFP_KERNEL).is_err() {
+                pr_warn!("NPT zap: an empty table page kept until the VM is destroyed\n");
+            }
+        }
+    }
+}
+
 /// The guest-physical memory of a VM.
 pub(crate) struct GuestMemoryState {
     pub(crate) slots: memslot::MemslotTable<MAX_MEMSLOTS>,
@@ -207,6 +227,7 @@ pub(crate) struct GuestMemoryState {
     npt_pages: NptPages,
     /// The pinned page behind each mapped guest frame.
     pinned: RBTree<u64, PinnedUserPage>,
+    invalidations: Invalidations,
 }
 
 impl GuestMemoryState {
@@ -219,20 +240,14 @@ impl GuestMemoryState {
             .map(|t| t.hva)
     }
 
-    /// Maps the guest page of `gpa` (which must be in a memslot), pinning
-    /// the VMM's page. A page already mapped is left alone.
-    pub(crate) fn map_page(&mut self, gpa: u64, write: bool) -> Result {
-        let gfn = gpa >> 12;
+    /// Maps guest frame `gfn` to the pinned `page` in the NPT, unless it
+    /// is mapped already (another vCPU faulted on it meanwhile).
+    fn map_pinned(&mut self, gfn: u64, page: PinnedUserPage, writable: bool) -> Result {
         if self.pinned.get(&gfn).is_some() {
             return Ok(());
         }
-        let t = self.slots.translate(0, gpa).ok_or(EFAULT)?;
-        if write && !t.writable {
-            return Err(EFAULT);
-        }
-        let page = PinnedUserPage::pin((t.hva & !0xfff) as usize, t.writable)?;
         let access = npt::Access {
-            writable: t.writable,
+            writable,
             executable: true,
         };
         self.npt
@@ -251,8 +266,9 @@ impl GuestMemoryState {
 
     /// Unmaps `[start_gfn, end_gfn)` from the NPT and returns what the
     /// caller frees once no vCPU can use the old translations: the pins of
-    /// the pages, and the table pages that became empty.
-    fn zap(&mut self, start_gfn: u64, end_gfn: u64) -> Zapped {
+    /// the pages, and the table pages that became empty. `None` if nothing
+    /// in the range was mapped.
+    fn zap(&mut self, start_gfn: u64, end_gfn: u64) -> Option<Zapped> {
         let mut zapped = Zapped {
             pins: KVec::new(),
             tables: KVec::new(),
@@ -272,21 +288,135 @@ impl GuestMemoryState {
         if table_alloc_failed {
             pr_warn!("NPT zap: some empty table pages kept until the VM is destroyed\n");
         }
-        loop {
-            let next = self
-                .pinned
-                .iter()
-                .map(|(gfn, _)| *gfn)
-                .find(|gfn| (start_gfn..end_gfn).contains(gfn));
-            let Some(gfn) = next else { break };
-            if let Some(page) = self.pinned.remove(&gfn) {
-                // If this push fails the pin is dropped right here, before
-                // the kick: the NPT entry is gone already, so only a stale
-                // TLB entry of a running vCPU could still reach the page.
-                let _ = zapped.pins.push(page, flags::GFP_KERNEL);
+        let mut cursor = self.pinned.cursor_lower_bound(&start_gfn);
+        while let Some(current) = cursor {
+            let gfn = *current.current().0;
+            if gfn >= end_gfn {
+                break;
+            }
+            let (next, node) = current.remove_current();
+            // If this push fails the pin is dropped right here, before the
+            // kick: the NPT entry is gone already, so only a stale TLB
+            // entry of a running vCPU could still reach the page.
+            let _ = zapped.pins.push(node.to_key_value().1, flags::GFP_KERNEL);
+            // `remove_current` moves to the previous node when there is no
+            // next one: that one is below the range.
+            cursor = next.filter(|next| *next.current().0 > gfn);
+        }
+        (!zapped.pins.is_empty() || !zapped.tables.is_empty()).then_some(zapped)
+    }
+
+    /// Zaps the guest frames whose VMM pages lie in user addresses
+    /// `[start, end)`, in every memslot.
+    fn zap_user_range(&mut self, start: u64, end: u64) -> Option<Zapped> {
+        let mut ranges = [(0u64, 0u64); MAX_MEMSLOTS];
+        let mut count = 0;
+        for slot in self.slots.iter() {
+            let slot_start = slot.userspace_addr;
+            let slot_end = slot_start.saturating_add(slot.npages << 12);
+            if slot_end <= start || end <= slot_start || count == ranges.len() {
+                continue;
+            }
+            let first = slot.base_gfn + ((start.max(slot_start) - slot_start) >> 12);
+            let last = slot.base_gfn + ((end.min(slot_end) - slot_start + 0xfff) >> 12);
+            ranges[count] = (first, last);
+            count += 1;
+        }
+        let mut all: Option<Zapped> = None;
+        for (first, last) in ranges.iter().take(count) {
+            if let Some(zapped) = self.zap(*first, *last) {
+                match all.as_mut() {
+                    None => all = Some(zapped),
+                    Some(all) => all.absorb(zapped),
+                }
             }
         }
-        zapped
+        all
+    }
+}
+
+/// The MMU-notifier invalidations in progress (KVM's
+/// `mmu_invalidate_in_progress`, `_range_start/_end` and `_seq`): a page
+/// pinned while one covering it runs, or pinned before one that has
+/// ended since, may already be stale and is not mapped.
+#[derive(Default)]
+struct Invalidations {
+    in_progress: u32,
+    start: u64,
+    end: u64,
+    sequence: u64,
+}
+
+impl Invalidations {
+    fn begin(&mut self, start: u64, end: u64) {
+        if self.in_progress == 0 {
+            (self.start, self.end) = (start, end);
+        } else {
+            (self.start, self.end) = (self.start.min(start), self.end.max(end));
+        }
+        self.in_progress += 1;
+    }
+
+    fn end(&mut self) {
+        self.in_progress = self.in_progress.saturating_sub(1);
+        self.sequence = self.sequence.wrapping_add(1);
+    }
+
+    /// Whether a page of user address `hva` pinned at `sequence` may be
+    /// stale.
+    fn must_retry(&self, hva: u64, sequence: u64) -> bool {
+        sequence != self.sequence || (self.in_progress > 0 && (self.start..self.end).contains(&hva))
+    }
+}
+
+/// The guest-physical memory as hv-core's exit handler sees it, taking
+/// the lock for each question.
+impl vcpu::MemoryMap for Mutex<GuestMemoryState> {
+    fn backing(&self, gpa: u64) -> vcpu::Backing {
+        vcpu::MemoryMap::backing(&*self.lock(), gpa)
+    }
+}
+
+/// What the MMU notifier on the VMM's address space calls.
+pub(crate) struct VmMemoryNotifier {
+    vm: Arc<Vm>,
+}
+
+impl MmuNotifierHandler for VmMemoryNotifier {
+    fn invalidate_range_start(&self, range: &InvalidatedRange) -> Result {
+        if !range.blockable {
+            // Only the OOM reaper, tearing down a process that is being
+            // killed, does this; our lock may sleep. The pages stay
+            // pinned (not freed under the guest) until the VM goes, and
+            // nothing else sees them: safe, if not thrifty. (An error
+            // would be a WARN: a notifier with `invalidate_range_end` may
+            // not fail.)
+            return Ok(());
+        }
+        let zapped = {
+            let mut mem = self.vm.mem.lock();
+            mem.invalidations
+                .begin(range.start as u64, range.end as u64);
+            mem.zap_user_range(range.start as u64, range.end as u64)
+        };
+        if let Some(zapped) = zapped {
+            self.vm.finish_zap(zapped);
+        }
+        Ok(())
+    }
+
+    fn invalidate_range_end(&self, range: &InvalidatedRange) {
+        if range.blockable {
+            self.vm.mem.lock().invalidations.end();
+        }
+    }
+
+    fn release(&self) {
+        // The VMM exits: nothing of its address space may stay mapped.
+        let zapped = self.vm.mem.lock().zap_user_range(0, u64::MAX);
+        if let Some(zapped) = zapped {
+            self.vm.finish_zap(zapped);
+        }
     }
 }
 
@@ -322,6 +452,7 @@ impl Vm {
                     npt,
                     npt_pages,
                     pinned: RBTree::new(),
+                    invalidations: Invalidations::default(),
                 }),
                 vcpus <- new_mutex!(KVec::new()),
                 tlb_generation: AtomicU64::new(0),
@@ -338,6 +469,7 @@ impl Vm {
                 ioapic_eoi_deadline: AtomicU64::new(0),
                 released: AtomicBool::new(false),
                 irqfds <- new_mutex!(KVec::new()),
+                memory_notifier <- new_mutex!(None),
                 irqfd_pending: PendingGsis::new(),
                 running_on: [const { AtomicI32::new(-1) }; MAX_VCPUS],
                 initial_tsc_offset: creation_tsc.wrapping_neg(),
@@ -430,22 +562,75 @@ impl Vm {
                 memslot::MemslotChange::Deleted(old)
                 | memslot::MemslotChange::Moved { old, .. }
                 | memslot::MemslotChange::FlagsChanged { old, .. } => {
-                    Some(mem.zap(old.base_gfn, old.end_gfn()))
+                    mem.zap(old.base_gfn, old.end_gfn())
                 }
                 memslot::MemslotChange::Created(_) | memslot::MemslotChange::Unchanged => None,
             }
         };
         if let Some(zapped) = zapped {
-            self.tlb_generation.fetch_add(1, Ordering::SeqCst);
-            self.kick_all();
-            // No vCPU runs with the old translations any more.
-            drop(zapped.pins);
-            let mut mem = self.mem.lock();
-            for table in zapped.tables.iter() {
-                mem.npt_pages.free(*table);
-            }
+            self.finish_zap(zapped);
         }
         Ok(0)
+    }
+
+    /// After a zap: makes every vCPU flush its TLB before it enters the
+    /// guest again and waits until none runs with the old translations,
+    /// then releases the pins and frees the table pages.
+    fn finish_zap(&self, zapped: Zapped) {
+        self.tlb_generation.fetch_add(1, Ordering::SeqCst);
+        self.kick_all();
+        // No vCPU runs with the old translations any more.
+        drop(zapped.pins);
+        let mut mem = self.mem.lock();
+        for table in zapped.tables.iter() {
+            mem.npt_pages.free(*table);
+        }
+    }
+
+    /// A nested page fault on RAM: pins the VMM's page of `gpa` and maps
+    /// it. The pin (which may fault the page in, take the VMM's
+    /// `mmap_lock` and run MMU notifiers) happens without the memory lock,
+    /// which the notifier takes; the page is mapped only if no
+    /// invalidation of it started or ended meanwhile and the memslot is
+    /// unchanged. Otherwise nothing is mapped, and the guest's access
+    /// faults again.
+    pub(crate) fn map_guest_page(&self, gpa: u64, write: bool) -> Result {
+        let gfn = gpa >> 12;
+        let (hva, writable, sequence) = {
+            let mem = self.mem.lock();
+            if mem.pinned.get(&gfn).is_some() {
+                return Ok(());
+            }
+            let t = mem.slots.translate(0, gpa).ok_or(EFAULT)?;
+            if write && !t.writable {
+                return Err(EFAULT);
+            }
+            (t.hva & !0xfff, t.writable, mem.invalidations.sequence)
+        };
+        let page = PinnedUserPage::pin(hva as usize, writable)?;
+        let mut mem = self.mem.lock();
+        let unchanged = mem
+            .slots
+            .translate(0, gpa)
+            .is_some_and(|t| t.hva & !0xfff == hva && t.writable == writable);
+        if !unchanged || mem.invalidations.must_retry(hva, sequence) {
+            return Ok(());
+        }
+        mem.map_pinned(gfn, page, writable)
+    }
+
+    /// Drops the MMU notifier (and with it the reference it holds).
+    pub(crate) fn stop_watching_vmm_memory(&self) {
+        let notifier = self.memory_notifier.lock().take();
+        drop(notifier);
+    }
+
+    /// Watches the VMM's address space (the creating process's) for
+    /// changes to the pages the guest has mapped.
+    pub(crate) fn watch_vmm_memory(self: &Arc<Self>) -> Result {
+        let notifier = MmuNotifier::register_current(VmMemoryNotifier { vm: self.clone() })?;
+        *self.memory_notifier.lock() = Some(notifier);
+        Ok(())
     }
 
     /// Makes every vCPU that is in the guest leave it, and waits until it
@@ -785,5 +970,7 @@ impl FileOps for VmFile {
         // wait queues.
         let irqfds = core::mem::take(&mut *vm.irqfds.lock());
         drop(irqfds);
+        // And the MMU notifier: unregistering waits for its callbacks.
+        vm.stop_watching_vmm_memory();
     }
 }
