@@ -73,9 +73,10 @@ demo: guest guest-tools l0-qemu
 	tests/demo
 
 # Benchmarks against their C counterparts (pvrs-vmm against QEMU, the
-# pvrs_kvm module against kvm_amd); results in build/bench/. BENCH=NAME...
-# runs only those (pvcore, balloon, vmm, hv, blk, net; tests/bench lists
-# them).
+# pvrs_kvm module against kvm_amd: exits and Linux L2 workloads); results
+# in build/bench/. BENCH=NAME... runs only those (pvcore, balloon, vmm, hv,
+# blk, net; tests/bench lists them; `tests/bench --selftest` checks the hv
+# parser offline).
 bench: guest guest-tools vmm virtio-guest l0-qemu
 	tests/bench $(BENCH)
 
