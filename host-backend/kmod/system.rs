@@ -131,12 +131,12 @@ impl FileOps for SystemFile {
 
 /// The KVM paravirtual features offered (CPUID 0x4000_0001 EAX): those of
 /// hv-core's `pv::IMPLEMENTED_KVM_FEATURES` that this module also backs.
-/// Left out: steal time (the vCPU thread's run delay is not read yet) and
-/// PV TLB flush (it needs steal time's preempted flag, set by a preempt
-/// notifier this module does not have yet).
-const KVM_FEATURES: u32 = crate::pv::IMPLEMENTED_KVM_FEATURES
-    & !(1 << crate::pvrs_abi::cpuid::KVM_FEATURE_STEAL_TIME)
-    & !(1 << crate::pvrs_abi::cpuid::KVM_FEATURE_PV_TLB_FLUSH);
+/// Left out: PV TLB flush, which needs steal time's preempted flag, set
+/// when the vCPU thread is scheduled out by a preempt notifier this
+/// module does not have yet (the flag stays 0, so a guest sees no vCPU
+/// preempted).
+const KVM_FEATURES: u32 =
+    crate::pv::IMPLEMENTED_KVM_FEATURES & !(1 << crate::pvrs_abi::cpuid::KVM_FEATURE_PV_TLB_FLUSH);
 
 /// What this backend implements beyond the hardware, for CPUID.
 pub(crate) fn cpuid_config() -> SupportedCpuidConfig {

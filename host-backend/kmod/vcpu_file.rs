@@ -25,10 +25,10 @@ use kernel::{
     cpu,
     file_ops::FileOps,
     mm::virt::VmaNew,
-    new_mutex,
+    new_mutex, new_spinlock,
     page::{Page, PAGE_SIZE},
     prelude::*,
-    sync::{Arc, ArcBorrow, Mutex},
+    sync::{Arc, ArcBorrow, Mutex, SpinLock},
     time::{
         hrtimer::{
             ArcHrTimerHandle, HrTimer, HrTimerCallback, HrTimerMode, HrTimerPointer, HrTimerRestart,
@@ -61,6 +61,13 @@ struct VcpuInner {
     /// KVM_RUN was called: the CPUID may no longer change (KVM refuses a
     /// different KVM_SET_CPUID2 after the first run).
     has_run: bool,
+    /// The thread that last entered the guest and its run delay then
+    /// (steal time is the growth of the run delay).
+    last_run_delay: Option<(i32, u64)>,
+    /// How long the next halt spins before it sleeps.
+    halt_poll_ns: u64,
+    /// Exits since the debugfs copy of the counters was refreshed.
+    exits_since_snapshot: u32,
 }
 
 /// A vCPU.
@@ -83,7 +90,16 @@ pub(crate) struct Vcpu {
     lapic_timer_fired: AtomicBool,
     /// Set by a kick: an event for this vCPU (ends a halt).
     wake_pending: AtomicBool,
+    /// A copy of the exit counters for the debugfs reader, refreshed
+    /// every `COUNTER_SNAPSHOT_EXITS` exits, before a halt and at each
+    /// return to userspace: the live ones are under `inner`, which
+    /// KVM_RUN holds for as long as it runs (a halt included).
+    #[pin]
+    counters_snapshot: SpinLock<vcpu::ExitCounters>,
 }
+
+/// Exits between two refreshes of `Vcpu::counters_snapshot`.
+const COUNTER_SNAPSHOT_EXITS: u32 = 256;
 
 kernel::impl_has_hr_timer! { impl HasHrTimer<Vcpu> for Vcpu { self.lapic_timer } }
 
@@ -100,6 +116,28 @@ impl HrTimerCallback for Vcpu {
             cpu::send_reschedule(cpu as u32);
         }
         HrTimerRestart::NoRestart
+    }
+}
+
+/// The longest a halted vCPU spins for an event before it sleeps (KVM's
+/// default `halt_poll_ns` on x86), and the first spin after a halt that
+/// a short spin would have caught.
+const HALT_POLL_MAX_NS: u64 = 200_000;
+const HALT_POLL_START_NS: u64 = 10_000;
+
+/// The spin of the next halt after one that lasted `halt_ns` (KVM's
+/// `grow_halt_poll_ns`/`shrink_halt_poll_ns`): a halt that slept but
+/// ended within the maximum spin doubles it; one longer than that halves
+/// it (below the start value: no spin).
+fn next_halt_poll_ns(poll_ns: u64, halt_ns: u64, slept: bool) -> u64 {
+    if !slept {
+        poll_ns
+    } else if halt_ns <= HALT_POLL_MAX_NS {
+        (poll_ns * 2).clamp(HALT_POLL_START_NS, HALT_POLL_MAX_NS)
+    } else if poll_ns / 2 < HALT_POLL_START_NS {
+        0
+    } else {
+        poll_ns / 2
     }
 }
 
@@ -143,6 +181,9 @@ impl Vcpu {
             fpu: GuestFpu::new()?,
             // x87 state only, as after RESET (SDM vol. 1, 13.3).
             has_run: false,
+            last_run_delay: None,
+            halt_poll_ns: 0,
+            exits_since_snapshot: 0,
         };
         let run_page = zeroed_page()?;
         let pio_page = zeroed_page()?;
@@ -157,6 +198,7 @@ impl Vcpu {
                 lapic_handle <- new_mutex!(None),
                 lapic_timer_fired: AtomicBool::new(false),
                 wake_pending: AtomicBool::new(false),
+                counters_snapshot <- new_spinlock!(vcpu::ExitCounters::ZERO),
             }),
             GFP_KERNEL,
         )
@@ -270,29 +312,50 @@ impl Vcpu {
     /// A halted vCPU (HLT, or an AP waiting for INIT/SIPI): sleeps until
     /// an event ends the halt (true) or a signal arrives (false).
     fn halt(&self, inner: &mut VcpuInner) -> bool {
+        let start = now_ns();
+        let mut polled = false;
+        let mut slept = false;
         loop {
             let woken = self
                 .with_irqchip(|view| vcpu::wakeup_pending(&*inner.svm, &inner.state, view))
                 .unwrap_or(true);
             if woken {
+                inner.halt_poll_ns =
+                    next_halt_poll_ns(inner.halt_poll_ns, now_ns().saturating_sub(start), slept);
                 return true;
             }
             if kernel::current!().signal_pending() {
                 return false;
             }
-            let mut guard = self.vm.halt_lock.lock();
-            if self.wake_pending.swap(false, Ordering::AcqRel)
-                || self.lapic_timer_fired.load(Ordering::Acquire)
-                || self.vm.pit_fired.load(Ordering::Acquire)
-                || self.vm.irqfd_pending.any()
-            {
+            if !polled && inner.halt_poll_ns > 0 {
+                // Spin first (KVM's halt polling): most halts of a busy
+                // guest end within microseconds, and a wake-up from sleep
+                // costs a scheduler round trip.
+                polled = true;
+                let deadline = now_ns().saturating_add(inner.halt_poll_ns);
+                while !self.event_flagged() && !cpu::should_stop_spinning() && now_ns() < deadline {
+                    core::hint::spin_loop();
+                }
                 continue;
             }
+            let mut guard = self.vm.halt_lock.lock();
+            if self.wake_pending.swap(false, Ordering::AcqRel) || self.event_flagged() {
+                continue;
+            }
+            slept = true;
             let _ = self.vm.halt_wait.wait_interruptible_timeout(
                 &mut guard,
                 kernel::time::msecs_to_jiffies(HALT_RECHECK_MS),
             );
         }
+    }
+
+    /// Whether something may have ended a halt: a kick, a timer, an irqfd.
+    fn event_flagged(&self) -> bool {
+        self.wake_pending.load(Ordering::Acquire)
+            || self.lapic_timer_fired.load(Ordering::Acquire)
+            || self.vm.pit_fired.load(Ordering::Acquire)
+            || self.vm.irqfd_pending.any()
     }
 
     /// Copies the part of the run page KVM_RUN reads (the header and the
@@ -373,6 +436,12 @@ impl Vcpu {
             return Err(EINTR);
         }
         loop {
+            inner.exits_since_snapshot += 1;
+            if inner.exits_since_snapshot >= COUNTER_SNAPSHOT_EXITS
+                || matches!(step, vcpu::Step::Halt | vcpu::Step::ToUser(_))
+            {
+                self.publish_counters(inner);
+            }
             match step {
                 vcpu::Step::Resume => {}
                 vcpu::Step::Halt => {
@@ -447,19 +516,28 @@ impl Vcpu {
         }
     }
 
-    /// Publishes the kvmclock area when the guest (re)enabled it (hv-core
-    /// `pv::before_entry`). Every vCPU publishes the VM's one reference,
-    /// so a move to another host CPU needs no update. In thread context,
-    /// before preemption is turned off: the guest's page may have to be
-    /// faulted in.
+    /// Publishes the kvmclock area when the guest (re)enabled it, and
+    /// adds the time the vCPU thread waited for a host CPU since the last
+    /// entry to the steal-time area (hv-core `pv::before_entry`). Every
+    /// vCPU publishes the VM's one clock reference, so a move to another
+    /// host CPU needs no update. In thread context, before preemption is
+    /// turned off: the guest's page may have to be faulted in.
     fn update_pv_areas(&self, inner: &mut VcpuInner) {
-        if !inner.state.pv.clock_update_pending() {
+        let now = (kernel::current!().pid(), cpu::current_run_delay_ns());
+        // The counter is per thread: after KVM_RUN from another thread
+        // the difference is not this vCPU's steal, and counting restarts.
+        let steal = match inner.last_run_delay.replace(now) {
+            Some((thread, last)) if thread == now.0 && inner.state.pv.steal_time_enabled() => {
+                now.1.saturating_sub(last)
+            }
+            _ => 0,
+        };
+        if steal == 0 && !inner.state.pv.entry_work_pending() {
             return;
         }
         let reference = self.vm.clock_reference(inner.state.msrs.tsc_offset);
         let mut guest = UserGuestMemory { mem: &self.vm.mem };
-        let outcome =
-            crate::pv::before_entry(&mut inner.state.pv, &mut guest, &reference, 0, false);
+        let outcome = pv::before_entry(&mut inner.state.pv, &mut guest, &reference, steal, false);
         if outcome.flush_tlb {
             crate::vendor::VendorVcpu::request_tlb_flush(&mut *inner.svm);
         }
@@ -597,14 +675,20 @@ impl Vcpu {
     /// lines (debugfs `exits`).
     pub(crate) fn show_counters(&self, out: &mut kernel::debugfs::TextBuffer) -> Result {
         use core::fmt::Write;
-        let inner = self.inner.lock();
+        let counters = *self.counters_snapshot.lock();
         let mut result = Ok(());
-        inner.state.counters().for_each(|group, name, value| {
+        counters.for_each(|group, name, value| {
             if value != 0 && result.is_ok() {
                 result = writeln!(out, "vcpu{} {group}.{name}={value}", self.id);
             }
         });
         result.map_err(|_| ENOMEM)
+    }
+
+    /// Refreshes the debugfs copy of the exit counters.
+    fn publish_counters(&self, inner: &mut VcpuInner) {
+        inner.exits_since_snapshot = 0;
+        *self.counters_snapshot.lock() = *inner.state.counters();
     }
 
     /// KVM_GET_FPU / KVM_SET_FPU (api.rst 4.22, 4.23): the x87 and SSE

@@ -253,6 +253,16 @@ impl PvState {
         self.clock_update_pending
     }
 
+    /// Whether [`before_entry`] has work without new steal time: a time
+    /// area to publish, or a steal-time area to (re)write. The kernel may
+    /// skip the call (and guest-memory access) on an entry without it
+    /// and without a steal delta.
+    pub fn entry_work_pending(&self) -> bool {
+        self.clock_update_pending
+            || (self.steal_time_enabled()
+                && (self.steal_update_pending || self.steal_ns_unrecorded != 0))
+    }
+
     /// Asks for the time area to be republished before the next entry
     /// (KVM_REQ_CLOCK_UPDATE), e.g. after KVM_SET_CLOCK or a change of the
     /// TSC frequency or offset.  Nothing happens while the clock is off.

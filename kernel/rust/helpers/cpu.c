@@ -2,6 +2,8 @@
 
 #include <linux/cpuhotplug.h>
 #include <linux/preempt.h>
+#include <linux/sched.h>
+#include <linux/sched/stat.h>
 #include <linux/smp.h>
 
 void rust_helper_preempt_disable_notrace(void)
@@ -61,4 +63,27 @@ void rust_helper_cond_resched(void)
 void rust_helper_smp_send_reschedule(int cpu)
 {
 	arch_smp_send_reschedule(cpu);
+}
+
+/* The current task's time runnable but not running (steal time for a
+ * vCPU thread). */
+u64 rust_helper_current_run_delay(void)
+{
+#ifdef CONFIG_SCHED_INFO
+	return current->sched_info.run_delay;
+#else
+	return 0;
+#endif
+}
+
+bool rust_helper_need_resched(void)
+{
+	return need_resched();
+}
+
+/* single_task_running() is declared in a header the bindings do not
+ * include (linux/sched/stat.h). */
+bool rust_helper_single_task_running(void)
+{
+	return single_task_running();
 }

@@ -108,6 +108,25 @@ pub fn send_reschedule(cpu: u32) {
     unsafe { bindings::smp_send_reschedule(cpu as _) }
 }
 
+/// How long the current task has waited runnable for a CPU since it
+/// started, in nanoseconds (`sched_info.run_delay`; 0 without
+/// `CONFIG_SCHED_INFO`): for a vCPU thread, the time its guest was ready
+/// to run but did not, which a hypervisor reports as steal time.
+pub fn current_run_delay_ns() -> u64 {
+    // SAFETY: Reads a counter of the current task, which is valid while it
+    // runs; only the scheduler updates it, on this CPU.
+    unsafe { bindings::current_run_delay() }
+}
+
+/// Whether a busy-wait on this CPU should stop: the scheduler wants to
+/// run something else (`need_resched`), or another task is runnable
+/// here (`!single_task_running`), which the wait would delay.
+pub fn should_stop_spinning() -> bool {
+    // SAFETY: Both read scheduler state of the current CPU and task;
+    // always safe, a stale answer only ends a spin early or late.
+    unsafe { bindings::need_resched() || !bindings::single_task_running() }
+}
+
 /// Gives the CPU to another task if a reschedule is due (`cond_resched`);
 /// a kernel loop that may run long calls it, which also reports an RCU
 /// quiescent state.
