@@ -2364,7 +2364,7 @@ fn xapic_icr_ops(icrs: &[(u32, u32)]) -> Vec<Op> {
     ops
 }
 
-/// x2APIC mode on, then ESR latched and read, IRR, TMR and ISR read.
+/// x2APIC mode on (read back), and a read of the xAPIC page then.
 fn x2apic_on() -> [Op; 3] {
     [
         Op::Wrmsr(MSR_IA32_APICBASE, APIC_BASE_X2APIC),
@@ -2374,6 +2374,7 @@ fn x2apic_on() -> [Op; 3] {
     ]
 }
 
+/// ESR latched and read, then IRR, TMR and ISR, through x2APIC MSRs.
 fn apic_state_reads() -> Vec<Op> {
     let mut ops = vec![Op::Wrmsr(X2APIC_ESR, 0), Op::Rdmsr(X2APIC_ESR)];
     // IRR 0x820-0x827, TMR 0x818-0x81f, ISR 0x810-0x817.
