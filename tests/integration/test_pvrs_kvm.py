@@ -224,6 +224,18 @@ HOSTILE_DIFFERENCES: dict[str, str] = {
     "set_signal_mask_null": "no KVM_SET_SIGNAL_MASK yet: EINVAL",
     "set_tsc_khz_huge": "no TSC scaling (TCG's SVM has none): KVM_SET_TSC_KHZ is EINVAL",
     "set_vcpu_events_none": "no KVM_SET_VCPU_EVENTS yet: EINVAL",
+    "guest_irqchip_ipi_smi_self": NO_SMM + ": KVM enters SMM at SMBASE 0x30000 (the guest's "
+                                  "OUT to 0x3f3 there), pvrs drops the SMI and the guest goes on",
+    "guest_irqchip_hypercall_send_ipi_wraps": "KVM computes the high bitmap's first APIC id "
+                                              "(min + 64) in 32 bits, so 0xffffffc0 wraps to id 0 "
+                                              "and the IPI is sent (1); pvrs sends nothing there (0)",
+    "guest_irqchip_hypercall_clock_pairing": "KVM answers CLOCK_PAIRING only when the host's "
+                                             "clocksource is the TSC, pvrs when the TSC is "
+                                             "invariant and stable: -95 (EOPNOTSUPP) on one "
+                                             "side, 0 / -14 (EFAULT) on the other",
+    "guest_irqchip_ipi_illegal_vectors": "fixed IPIs with vectors 0-15: KVM puts them in IRR, "
+                                         "pvrs refuses them as hardware does and records "
+                                         "send/receive illegal vector in ESR",
 }
 
 
@@ -233,8 +245,15 @@ def test_hostile_input_gets_the_answers_kvm_gives(tmp_path):
     range ids, bad pointers, oversized arrays, invalid register state) and
     hostile guests (triple faults, garbage code, fetches and page tables
     outside memory) to /dev/pvrs and to kvm_amd's /dev/kvm in one L1, and
-    compares what a VMM sees case by case. L1 stays healthy: no oops,
-    pvrs_kvm unloads, kvm_amd loads afterwards."""
+    compares what a VMM sees case by case. The guest_irqchip_* cases run
+    with the in-kernel irqchip and PIT and a KVM CPUID (issue 13):
+    garbage in every LAPIC, IOAPIC, PIC and PIT register, IPI storms
+    through the xAPIC and x2APIC ICRs, INIT and SMI to the vCPU itself,
+    hypercalls with hostile numbers and arguments, kvmclock, steal-time
+    and PV EOI MSRs pointed outside and across the end of RAM; each
+    reports how the guest ended, its #GPs and NMIs and what it read back.
+    L1 stays healthy: no oops, pvrs_kvm unloads, kvm_amd loads
+    afterwards."""
     kvm_order = guest.module_load_order("kvm-amd")
     got = l1_run(tmp_path, f"""
 insmod /usr/bin/pvrs_kvm.ko

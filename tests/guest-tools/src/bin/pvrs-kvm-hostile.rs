@@ -59,7 +59,22 @@
 //!   jump out of every memslot, 64-bit paging with CR3 outside the
 //!   memslots, a long-mode CS the hardware refuses, a slot whose host
 //!   memory is unmapped, a write to a read-only slot, an endless loop,
-//!   immediate_exit (section 5), a VM without memory.
+//!   immediate_exit (section 5), a VM without memory;
+//! - guests with the in-kernel irqchip (`guest_irqchip_*`, issue 13):
+//!   KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2 and a CPUID with the KVM leaves,
+//!   1 MiB of RAM, long mode at CPL 0 with interrupts off, running a
+//!   hand-assembled interpreter of a table of MMIO, port, MSR and
+//!   hypercall operations (so the hostile content is Rust tables):
+//!   garbage in every LAPIC, IOAPIC, PIC and PIT register, IPI storms
+//!   through both ICRs (with every delivery mode, shorthand and reserved
+//!   bit; INIT and SMI only where no vCPU is, and apart, to itself),
+//!   hypercalls with hostile numbers and arguments, and the kvmclock,
+//!   wall clock, steal time and PV EOI MSRs pointed outside and across
+//!   the end of RAM. A guest ends with an OUT to 0x3f0 (done), 0x3f1
+//!   (an unexpected exception, `vector=`), 0x3f2 (the reset vector: INIT
+//!   reset it) or 0x3f3 (the SMM entry); #GPs of WRMSR/RDMSR are skipped
+//!   and counted (`gp=`), NMIs counted (`nmi=`), and the result adds
+//!   what the case read back where KVM's answer does not depend on time.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -74,9 +89,9 @@ use hv_core::kvm_api::decode::{
     decode, encode, EFER_LMA, EFER_LME, X86_CR0_CD, X86_CR0_NW, X86_CR0_PE, X86_CR0_PG, X86_CR4_PAE,
 };
 use hv_core::kvm_api::ioctl::{
-    lookup, _IO, _IOC_SIZE, _IOR, KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_VCPU,
-    KVM_CREATE_VM, KVM_ENABLE_CAP, KVM_GET_API_VERSION, KVM_GET_CPUID2, KVM_GET_DIRTY_LOG,
-    KVM_GET_EMULATED_CPUID, KVM_GET_LAPIC, KVM_GET_MP_STATE, KVM_GET_MSRS,
+    lookup, _IO, _IOC_SIZE, _IOR, KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2,
+    KVM_CREATE_VCPU, KVM_CREATE_VM, KVM_ENABLE_CAP, KVM_GET_API_VERSION, KVM_GET_CPUID2,
+    KVM_GET_DIRTY_LOG, KVM_GET_EMULATED_CPUID, KVM_GET_LAPIC, KVM_GET_MP_STATE, KVM_GET_MSRS,
     KVM_GET_MSR_FEATURE_INDEX_LIST, KVM_GET_MSR_INDEX_LIST, KVM_GET_REGS, KVM_GET_SREGS,
     KVM_GET_SUPPORTED_CPUID, KVM_GET_VCPU_MMAP_SIZE, KVM_INTERRUPT, KVM_IOEVENTFD, KVM_IRQFD,
     KVM_IRQ_LINE, KVM_RUN, KVM_SET_CLOCK, KVM_SET_CPUID2, KVM_SET_DEBUGREGS, KVM_SET_MP_STATE,
@@ -86,13 +101,13 @@ use hv_core::kvm_api::ioctl::{
 use hv_core::kvm_api::layout::{
     kvm_clock_data, kvm_cpuid2, kvm_cpuid_entry2, kvm_debugregs, kvm_dirty_log, kvm_enable_cap,
     kvm_interrupt, kvm_ioeventfd, kvm_irq_level, kvm_irqfd, kvm_mp_state, kvm_msi, kvm_msr_entry,
-    kvm_msr_list, kvm_msrs, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region,
-    kvm_vcpu_events, kvm_xcrs,
+    kvm_msr_list, kvm_msrs, kvm_pit_config, kvm_regs, kvm_segment, kvm_sregs,
+    kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs,
 };
 use hv_core::kvm_api::run;
 use hv_core::kvm_api::wire::Wire;
 use hv_core::kvm_api::Errno;
-use hv_core::msr::{MSR_EFER, MSR_IA32_SYSENTER_CS};
+use hv_core::msr::{MSR_EFER, MSR_IA32_APICBASE, MSR_IA32_SYSENTER_CS};
 
 const PAGE: usize = 4096;
 /// The start of the kernel half of the address space: never a user address.
@@ -612,6 +627,7 @@ fn main() {
     vm_devices(&kvm);
     vcpu_mmap(&kvm);
     guests(&kvm);
+    irqchip_guests(&kvm);
     kvm.guest_case("still_works", &[0xf4]);
     println!("HOSTILE: done cases={}", CASES.load(Ordering::Relaxed));
 }
@@ -1557,5 +1573,1067 @@ fn guests(kvm: &Kvm) {
         let run = Mapping::new(kvm.mmap_size, rw, shared, fd.as_raw_fd(), 0)
             .map_err(|errno| SetupFailed(format!("mmap_vcpu={}", errno_name(errno))))?;
         Ok(Vcpu { fd, run }.ran(outcome))
+    });
+}
+
+// ------------------------------------------------ irqchip and PV guests
+
+// Hostile guests with the in-kernel irqchip (issue 13): each VM has
+// KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2 (flags 0) and a CPUID with the KVM
+// leaves, and runs at CPL 0 in long mode a small interpreter of a table
+// of operations the host wrote into guest memory (MMIO, port I/O, MSR
+// and hypercall operations), so that the hostile content lives in Rust
+// tables and one piece of hand-assembled code serves every case.
+
+/// The irqchip guests' RAM: 1 MiB at GPA 0.
+const IRQ_RAM: u64 = 0x10_0000;
+/// Page tables identity-mapping the low 4 GiB with 2 MiB pages: the
+/// PML4 here, the PDPT in the next page, then four page directories.
+const PML4: u64 = 0x1000;
+const PDPT: u64 = 0x2000;
+const PAGE_DIRECTORIES: u64 = 0x3000;
+/// Null, 64-bit code (selector 0x8), flat data (0x10), as `long_mode`
+/// sets them: IRETQ reloads CS and SS from here.
+const GDT: u64 = 0x7000;
+/// 32 interrupt gates, one per exception vector.
+const IDT: u64 = 0x7100;
+const IDT_VECTORS: u64 = 32;
+/// The interpreter ([`INTERPRETER`]), then its exception stubs.
+const PROGRAM: u64 = 0x8000;
+/// Where KVM's SMM entry starts (SMBASE 0x30000 + 0x8000, 16-bit).
+const SMM_ENTRY: u64 = 0x3_8000;
+/// The operation table ([`Op`]): 48 bytes each, ended by a zeroed entry.
+const OPS: u64 = 0x4_0000;
+const OP_SIZE: u64 = 48;
+const MAX_OPS: usize = 8000;
+/// The value each operation left (RAX), one u64 each; at +0x10000 (the
+/// interpreter's displacement) whether it took a #GP, one u64 each.
+const RESULTS: u64 = 0xa_0000;
+const FAULTS: u64 = RESULTS + 0x1_0000;
+/// The vector of an unexpected exception (one byte).
+const FAULT_VECTOR: u64 = 0xc_0000;
+/// RAM the cases may point PV areas at (unaligned, but inside RAM).
+const SCRATCH: u64 = 0xd_0000;
+/// The last 64 bytes of RAM hold [`CANARY`] bytes: what an area that
+/// crosses the end of RAM leaves there.
+const CANARY: u8 = 0x5a;
+/// A 64 KiB slot under 4 GiB holding the reset vector (at its 0xfff0):
+/// a vCPU that INIT resets ends at [`RESET_PORT`].
+const RESET_SLOT: u64 = 0xffff_0000;
+/// Ports the guest ends at: all operations done, an unexpected
+/// exception, the reset vector, the SMM entry.
+const DONE_PORT: u16 = 0x3f0;
+const FAULT_PORT: u16 = 0x3f1;
+const RESET_PORT: u16 = 0x3f2;
+const SMM_PORT: u16 = 0x3f3;
+const LAPIC: u64 = 0xfee0_0000;
+const IOAPIC: u64 = 0xfec0_0000;
+/// IOREGSEL and IOWIN of the IOAPIC.
+const IOAPIC_SELECT: u64 = IOAPIC;
+const IOAPIC_WINDOW: u64 = IOAPIC + 0x10;
+/// The xAPIC ICR (low, high) and the x2APIC MSRs used.
+const APIC_ICR: u64 = LAPIC + 0x300;
+const APIC_ICR2: u64 = LAPIC + 0x310;
+const APIC_SVR: u64 = LAPIC + 0xf0;
+const X2APIC_ICR: u32 = 0x830;
+const X2APIC_SELF_IPI: u32 = 0x83f;
+const X2APIC_ESR: u32 = 0x828;
+const X2APIC_IRR: u32 = 0x820;
+/// IA32_APIC_BASE at reset of the BSP (enabled, BSP) and with x2APIC.
+const APIC_BASE_RESET: u64 = 0xfee0_0900;
+const APIC_BASE_X2APIC: u64 = APIC_BASE_RESET | 1 << 10;
+/// ICR fields.
+const ICR_LOGICAL: u32 = 1 << 11;
+const ICR_ASSERT: u32 = 1 << 14;
+const ICR_LEVEL: u32 = 1 << 15;
+const ICR_SELF: u32 = 1 << 18;
+const ICR_ALL: u32 = 2 << 18;
+const ICR_ALL_BUT_SELF: u32 = 3 << 18;
+/// The longer limit of these guests (thousands of exits, nested).
+const IRQCHIP_TIMEOUT_SECS: u32 = 15;
+
+/// The interpreter, at [`PROGRAM`], assembled by hand (checked with GNU
+/// as). Registers: RBP the current operation, R12 its result slot, R13
+/// whether it took a #GP, R14 NMIs taken, R15 #GPs taken. Each
+/// operation is six u64s: code, target, value, a1, a2, a3.
+#[rustfmt::skip]
+const INTERPRETER: [u8; 0xe0] = [
+    // start (0x00):
+    0xbc, 0x00, 0x00, 0x0f, 0x00,       // mov esp, 0xf0000 (the stack)
+    0xbd, 0x00, 0x00, 0x04, 0x00,       // mov ebp, 0x40000 (OPS)
+    0x41, 0xbc, 0x00, 0x00, 0x0a, 0x00, // mov r12d, 0xa0000 (RESULTS)
+    0x45, 0x31, 0xf6,                   // xor r14d, r14d
+    0x45, 0x31, 0xff,                   // xor r15d, r15d
+    0xeb, 0x14,                         // jmp fetch
+    // store (0x18):
+    0x49, 0x89, 0x04, 0x24,             // mov [r12], rax
+    0x4d, 0x89, 0xac, 0x24, 0x00, 0x00, 0x01, 0x00, // mov [r12+0x10000], r13
+    0x48, 0x83, 0xc5, 0x30,             // add rbp, 48
+    0x49, 0x83, 0xc4, 0x08,             // add r12, 8
+    // fetch (0x2c):
+    0x48, 0x8b, 0x45, 0x00,             // mov rax, [rbp] (code)
+    0x48, 0x8b, 0x4d, 0x08,             // mov rcx, [rbp+8] (target)
+    0x48, 0x8b, 0x55, 0x10,             // mov rdx, [rbp+16] (value)
+    0x45, 0x31, 0xed,                   // xor r13d, r13d
+    // 1: 32-bit write of value at target
+    0x83, 0xf8, 0x01,                   // cmp eax, 1
+    0x75, 0x06,                         // jne +6
+    0x89, 0x11,                         // mov [rcx], edx
+    0x31, 0xc0,                         // xor eax, eax
+    0xeb, 0xd2,                         // jmp store
+    // 2: 32-bit read at target
+    0x83, 0xf8, 0x02,                   // cmp eax, 2
+    0x75, 0x04,                         // jne +4
+    0x8b, 0x01,                         // mov eax, [rcx]
+    0xeb, 0xc9,                         // jmp store
+    // 3: OUT of the value's low byte to port target
+    0x83, 0xf8, 0x03,                   // cmp eax, 3
+    0x75, 0x09,                         // jne +9
+    0x89, 0xd0,                         // mov eax, edx
+    0x89, 0xca,                         // mov edx, ecx
+    0xee,                               // out dx, al
+    0x31, 0xc0,                         // xor eax, eax
+    0xeb, 0xbb,                         // jmp store
+    // 4: IN of a byte from port target
+    0x83, 0xf8, 0x04,                   // cmp eax, 4
+    0x75, 0x07,                         // jne +7
+    0x89, 0xca,                         // mov edx, ecx
+    0x31, 0xc0,                         // xor eax, eax
+    0xec,                               // in al, dx
+    0xeb, 0xaf,                         // jmp store
+    // 5: WRMSR target = value
+    0x83, 0xf8, 0x05,                   // cmp eax, 5
+    0x75, 0x0d,                         // jne +13
+    0x48, 0x89, 0xd0,                   // mov rax, rdx
+    0x48, 0xc1, 0xea, 0x20,             // shr rdx, 32
+    0x0f, 0x30,                         // wrmsr
+    0x31, 0xc0,                         // xor eax, eax
+    0xeb, 0x9d,                         // jmp store
+    // 6: RDMSR target (0 if it faults)
+    0x83, 0xf8, 0x06,                   // cmp eax, 6
+    0x75, 0x0f,                         // jne +15
+    0x31, 0xc0,                         // xor eax, eax
+    0x31, 0xd2,                         // xor edx, edx
+    0x0f, 0x32,                         // rdmsr
+    0x48, 0xc1, 0xe2, 0x20,             // shl rdx, 32
+    0x48, 0x09, 0xd0,                   // or rax, rdx
+    0xeb, 0x89,                         // jmp store
+    // 7: VMMCALL: RAX = target, RBX = value, RCX, RDX, RSI = a1-a3
+    0x83, 0xf8, 0x07,                   // cmp eax, 7
+    0x75, 0x1a,                         // jne +26
+    0x48, 0x89, 0xc8,                   // mov rax, rcx
+    0x48, 0x89, 0xd3,                   // mov rbx, rdx
+    0x48, 0x8b, 0x4d, 0x18,             // mov rcx, [rbp+24]
+    0x48, 0x8b, 0x55, 0x20,             // mov rdx, [rbp+32]
+    0x48, 0x8b, 0x75, 0x28,             // mov rsi, [rbp+40]
+    0x0f, 0x01, 0xd9,                   // vmmcall
+    0xe9, 0x6a, 0xff, 0xff, 0xff,       // jmp store
+    // 8: a loop of value (>= 1) iterations
+    0x83, 0xf8, 0x08,                   // cmp eax, 8
+    0x75, 0x0c,                         // jne +12
+    0x48, 0xff, 0xca,                   // dec rdx
+    0x75, 0xfb,                         // jnz -5 (the dec)
+    0x31, 0xc0,                         // xor eax, eax
+    0xe9, 0x59, 0xff, 0xff, 0xff,       // jmp store
+    // 0 (and anything else): done
+    0x66, 0xba, 0xf0, 0x03,             // mov dx, 0x3f0 (DONE_PORT)
+    0xee,                               // out dx, al
+    0xeb, 0xfe,                         // jmp $
+    // #GP handler (0xc6): skip the 2-byte WRMSR/RDMSR, count, flag.
+    0x49, 0xff, 0xc7,                   // inc r15
+    0x41, 0xbd, 0x01, 0x00, 0x00, 0x00, // mov r13d, 1
+    0x48, 0x83, 0x44, 0x24, 0x08, 0x02, // add qword [rsp+8], 2 (RIP)
+    0x48, 0x83, 0xc4, 0x08,             // add rsp, 8 (the error code)
+    0x48, 0xcf,                         // iretq
+    // NMI handler (0xdb): count.
+    0x49, 0xff, 0xc6,                   // inc r14
+    0x48, 0xcf,                         // iretq
+];
+/// Offsets in [`INTERPRETER`]; the exception stubs follow it.
+const GP_HANDLER: u64 = 0xc6;
+const NMI_HANDLER: u64 = 0xdb;
+const STUBS: u64 = INTERPRETER.len() as u64;
+/// After the 4-byte stubs (`mov al, vector; jmp fault`): the vector to
+/// FAULT_VECTOR, then an OUT to FAULT_PORT.
+#[rustfmt::skip]
+const FAULT_TAIL: [u8; 14] = [
+    0xbf, 0x00, 0x00, 0x0c, 0x00,       // mov edi, 0xc0000 (FAULT_VECTOR)
+    0x88, 0x07,                         // mov [rdi], al
+    0x66, 0xba, 0xf1, 0x03,             // mov dx, 0x3f1 (FAULT_PORT)
+    0xee,                               // out dx, al
+    0xeb, 0xfe,                         // jmp $
+];
+/// The little-endian u32 at `at` in `bytes`.
+const fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+// The addresses and ports the hand-assembled bytes encode.
+const _: () = {
+    assert!(u32_at(&INTERPRETER, 6) as u64 == OPS);
+    assert!(u32_at(&INTERPRETER, 12) as u64 == RESULTS);
+    assert!(u32_at(&INTERPRETER, 0x20) as u64 == FAULTS - RESULTS);
+    assert!(u32_at(&INTERPRETER, 0xc0) & 0xff_ffff == (DONE_PORT as u32) << 8 | 0xba);
+    assert!(u32_at(&FAULT_TAIL, 1) as u64 == FAULT_VECTOR);
+    assert!(u32_at(&FAULT_TAIL, 8) & 0xff_ffff == (FAULT_PORT as u32) << 8 | 0xba);
+    assert!(INTERPRETER[0x27] as u64 == OP_SIZE);
+};
+
+/// 16-bit code reporting `port`: at the reset vector and the SMM entry.
+fn report_port_16bit(port: u16) -> [u8; 6] {
+    let [low, high] = port.to_le_bytes();
+    [
+        0xba, low, high, // mov dx, port
+        0xee, // out dx, al
+        0xeb, 0xfe, // jmp $
+    ]
+}
+
+/// One operation of the interpreter.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Write32(u64, u32),
+    Read32(u64),
+    Out8(u16, u8),
+    In8(u16),
+    Wrmsr(u32, u64),
+    Rdmsr(u32),
+    /// RAX and RBX, RCX, RDX, RSI.
+    Hypercall(u64, [u64; 4]),
+    Spin(u64),
+}
+
+impl Op {
+    fn encode(self) -> [u8; OP_SIZE as usize] {
+        let words: [u64; 6] = match self {
+            Op::Write32(addr, value) => [1, addr, value.into(), 0, 0, 0],
+            Op::Read32(addr) => [2, addr, 0, 0, 0, 0],
+            Op::Out8(port, value) => [3, port.into(), value.into(), 0, 0, 0],
+            Op::In8(port) => [4, port.into(), 0, 0, 0, 0],
+            Op::Wrmsr(msr, value) => [5, msr.into(), value, 0, 0, 0],
+            Op::Rdmsr(msr) => [6, msr.into(), 0, 0, 0, 0],
+            Op::Hypercall(nr, [a0, a1, a2, a3]) => [7, nr, a0, a1, a2, a3],
+            Op::Spin(count) => [8, 0, count.max(1), 0, 0, 0],
+        };
+        let mut bytes = [0u8; OP_SIZE as usize];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        bytes
+    }
+}
+
+/// What one operation left: RAX, and whether it took a #GP.
+#[derive(Clone, Copy)]
+struct Done {
+    value: u64,
+    gp: bool,
+}
+
+/// An irqchip guest; fields drop in order: the vCPU, the VM, its memory.
+struct IrqGuest {
+    vcpu: Vcpu,
+    _vm: OwnedFd,
+    ram: Mapping,
+    _reset: Mapping,
+}
+
+impl IrqGuest {
+    fn u64_at(&self, gpa: u64) -> u64 {
+        u64::from_le_bytes(self.ram.read(gpa as usize))
+    }
+}
+
+/// The guest CPUID: AMD, family 0x17, with the APIC, x2APIC, long mode
+/// and the KVM leaves 0x40000000 ("KVMKVMKVM") and 0x40000001 with the
+/// PV features whose MSRs and hypercalls the cases use.
+fn pv_cpuid() -> Step<Counted> {
+    use hv_core::pvrs_abi::cpuid::{
+        feature_mask, KVM_FEATURE_CLOCKSOURCE, KVM_FEATURE_CLOCKSOURCE2,
+        KVM_FEATURE_CLOCKSOURCE_STABLE_BIT, KVM_FEATURE_PV_EOI, KVM_FEATURE_PV_SCHED_YIELD,
+        KVM_FEATURE_PV_SEND_IPI, KVM_FEATURE_PV_TLB_FLUSH, KVM_FEATURE_PV_UNHALT,
+        KVM_FEATURE_STEAL_TIME,
+    };
+    use hv_core::supported_cpuid::{KVM_CPUID_FEATURES, KVM_CPUID_SIGNATURE, KVM_SIGNATURE};
+    let [auth, enti, camd] = [b"Auth", b"enti", b"cAMD"].map(|s| u32::from_le_bytes(*s));
+    let features = [
+        KVM_FEATURE_CLOCKSOURCE,
+        KVM_FEATURE_CLOCKSOURCE2,
+        KVM_FEATURE_STEAL_TIME,
+        KVM_FEATURE_PV_EOI,
+        KVM_FEATURE_PV_UNHALT,
+        KVM_FEATURE_PV_TLB_FLUSH,
+        KVM_FEATURE_PV_SEND_IPI,
+        KVM_FEATURE_PV_SCHED_YIELD,
+        KVM_FEATURE_CLOCKSOURCE_STABLE_BIT,
+    ]
+    .into_iter()
+    .fold(0, |mask, bit| mask | feature_mask(bit));
+    // (leaf, eax, ebx, ecx, edx)
+    let leaves: [(u32, u32, u32, u32, u32); 6] = [
+        (0, 1, auth, camd, enti),
+        // ECX: x2APIC (21), hypervisor (31). EDX: FPU, PSE, TSC, MSR,
+        // PAE, CX8, APIC, PGE, CMOV, PAT.
+        (1, 0x0080_0f12, 0, 1 << 21 | 1 << 31, 0x0001_a379),
+        (
+            KVM_CPUID_SIGNATURE,
+            KVM_CPUID_FEATURES,
+            KVM_SIGNATURE[0],
+            KVM_SIGNATURE[1],
+            KVM_SIGNATURE[2],
+        ),
+        (KVM_CPUID_FEATURES, features, 0, 0, 0),
+        (0x8000_0000, 0x8000_0001, auth, camd, enti),
+        // EDX: long mode (29).
+        (0x8000_0001, 0, 0, 0, 1 << 29),
+    ];
+    let mut cpuid = Counted::cpuid(leaves.len() as u32, leaves.len())?;
+    for (i, (function, eax, ebx, ecx, edx)) in leaves.into_iter().enumerate() {
+        let entry = kvm_cpuid_entry2 {
+            function,
+            eax,
+            ebx,
+            ecx,
+            edx,
+            ..kvm_cpuid_entry2::ZERO
+        };
+        cpuid.set(i, &entry);
+    }
+    Ok(cpuid)
+}
+
+/// Page tables, GDT, IDT, the interpreter and its stubs, the SMM entry,
+/// `ops` and the canary, in the guest's RAM.
+fn fill_irq_ram(ram: &Mapping, ops: &[Op]) {
+    ram.write(PML4 as usize, &(PDPT | 3).to_le_bytes());
+    for directory in 0..4u64 {
+        let at = PAGE_DIRECTORIES + directory * PAGE as u64;
+        ram.write((PDPT + directory * 8) as usize, &(at | 3).to_le_bytes());
+        for entry in 0..512u64 {
+            // Present, writable, 2 MiB page.
+            let page = (directory * 512 + entry) << 21 | 0x83;
+            ram.write((at + entry * 8) as usize, &page.to_le_bytes());
+        }
+    }
+    let gdt: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+    for (i, descriptor) in gdt.iter().enumerate() {
+        ram.write(GDT as usize + i * 8, &descriptor.to_le_bytes());
+    }
+    let mut code = INTERPRETER.to_vec();
+    let tail = STUBS + 4 * IDT_VECTORS;
+    for vector in 0..IDT_VECTORS {
+        // mov al, vector; jmp rel8 to the tail.
+        let rel = tail - (STUBS + 4 * vector + 4);
+        code.extend([0xb0, vector as u8, 0xeb, rel as u8]);
+    }
+    code.extend(FAULT_TAIL);
+    ram.write(PROGRAM as usize, &code);
+    for vector in 0..IDT_VECTORS {
+        let handler = PROGRAM
+            + match vector {
+                2 => NMI_HANDLER,
+                13 => GP_HANDLER,
+                _ => STUBS + 4 * vector,
+            };
+        // A 64-bit interrupt gate: offset 15:0, selector 0x8, type 0x8e
+        // (present, DPL 0), offset 31:16, offset 63:32, reserved.
+        let mut gate = [0u8; 16];
+        gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
+        gate[2..4].copy_from_slice(&8u16.to_le_bytes());
+        gate[5] = 0x8e;
+        gate[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
+        gate[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
+        ram.write((IDT + vector * 16) as usize, &gate);
+    }
+    ram.write(SMM_ENTRY as usize, &report_port_16bit(SMM_PORT));
+    assert!(ops.len() < MAX_OPS);
+    for (i, op) in ops.iter().enumerate() {
+        ram.write((OPS + i as u64 * OP_SIZE) as usize, &op.encode());
+    }
+    ram.write(IRQ_RAM as usize - 64, &[CANARY; 64]);
+}
+
+impl Kvm {
+    /// A VM with the in-kernel irqchip and PIT, [`IRQ_RAM`] of RAM
+    /// holding the interpreter and `ops`, the reset-vector slot, and
+    /// vCPU 0 in long mode at [`PROGRAM`] with interrupts off.
+    fn irqchip_guest(&self, ops: &[Op]) -> Step<IrqGuest> {
+        let vm = self.vm()?;
+        need(
+            KVM_CREATE_IRQCHIP,
+            ioctl(vm.as_raw_fd(), KVM_CREATE_IRQCHIP, 0),
+        )?;
+        let pit = put(vm.as_raw_fd(), KVM_CREATE_PIT2, &kvm_pit_config::ZERO);
+        need(KVM_CREATE_PIT2, pit)?;
+        let ram = Mapping::anonymous(IRQ_RAM as usize)?;
+        fill_irq_ram(&ram, ops);
+        let slot = region(vm.as_raw_fd(), 0, 0, 0, IRQ_RAM, ram.at(0));
+        need(KVM_SET_USER_MEMORY_REGION, slot)?;
+        let reset = Mapping::anonymous(GUEST_MEM)?;
+        reset.write(0xfff0, &report_port_16bit(RESET_PORT));
+        let slot = region(
+            vm.as_raw_fd(),
+            1,
+            0,
+            RESET_SLOT,
+            GUEST_MEM as u64,
+            reset.at(0),
+        );
+        need(KVM_SET_USER_MEMORY_REGION, slot)?;
+        let vcpu = self.vcpu(&vm, 0)?;
+        need(KVM_SET_CPUID2, pv_cpuid()?.call(vcpu.raw(), KVM_SET_CPUID2))?;
+        let mut sregs: kvm_sregs = get(vcpu.raw(), KVM_GET_SREGS)?;
+        long_mode(&mut sregs, PML4, false);
+        sregs.gdt.base = GDT;
+        sregs.gdt.limit = 3 * 8 - 1;
+        sregs.idt.base = IDT;
+        sregs.idt.limit = (IDT_VECTORS * 16 - 1) as u16;
+        need(KVM_SET_SREGS, put(vcpu.raw(), KVM_SET_SREGS, &sregs))?;
+        let regs = kvm_regs {
+            rip: PROGRAM,
+            rflags: 2,
+            ..kvm_regs::ZERO
+        };
+        need(KVM_SET_REGS, put(vcpu.raw(), KVM_SET_REGS, &regs))?;
+        Ok(IrqGuest {
+            vcpu,
+            _vm: vm,
+            ram,
+            _reset: reset,
+        })
+    }
+
+    /// A case running `ops` in an irqchip guest: the exit, the #GPs and
+    /// NMIs the guest took (`vector=` of an unexpected exception), and
+    /// what `report` makes of the operations and the guest.
+    fn irqchip_case(
+        &self,
+        name: &str,
+        ops: &[Op],
+        report: impl FnOnce(&[(Op, Done)], &IrqGuest) -> String,
+    ) {
+        case(name, || {
+            let guest = self.irqchip_guest(ops)?;
+            let ran = guest.vcpu.run(IRQCHIP_TIMEOUT_SECS);
+            let regs: kvm_regs = get(guest.vcpu.raw(), KVM_GET_REGS)?;
+            let mut result = format!("{ran} gp={} nmi={}", regs.r15, regs.r14);
+            if guest.vcpu.io_port() == Some(FAULT_PORT) {
+                let vector = guest.ram.read::<1>(FAULT_VECTOR as usize)[0];
+                result += &format!(" vector={vector}");
+            }
+            let done: Vec<(Op, Done)> = ops
+                .iter()
+                .enumerate()
+                .map(|(i, &op)| {
+                    let slot = i as u64 * 8;
+                    let value = guest.u64_at(RESULTS + slot);
+                    let gp = guest.u64_at(FAULTS + slot) != 0;
+                    (op, Done { value, gp })
+                })
+                .collect();
+            let more = report(&done, &guest);
+            if !more.is_empty() {
+                result += " ";
+                result += &more;
+            }
+            Ok(result)
+        });
+    }
+}
+
+impl Vcpu {
+    /// The port of a KVM_EXIT_IO in the run page.
+    fn io_port(&self) -> Option<u16> {
+        (self.u32_at(run::EXIT_REASON) == KVM_EXIT_IO)
+            .then(|| u16::from_le_bytes(self.run.read(run::IO_PORT)))
+    }
+}
+
+/// `values` with runs of equal ones as `value*count`, comma-separated.
+fn runs(values: impl IntoIterator<Item = String>) -> String {
+    let mut out: Vec<(String, usize)> = Vec::new();
+    for value in values {
+        match out.last_mut() {
+            Some((last, count)) if *last == value => *count += 1,
+            _ => out.push((value, 1)),
+        }
+    }
+    let shown = out.into_iter().map(|(value, count)| match count {
+        1 => value,
+        _ => format!("{value}*{count}"),
+    });
+    shown.collect::<Vec<_>>().join(",")
+}
+
+/// The results of the reads (Read32, In8, Rdmsr) among `done`, in hex;
+/// `gp` for a read that faulted.
+fn reads(done: &[(Op, Done)]) -> impl Iterator<Item = (Op, String)> + '_ {
+    done.iter().filter_map(|&(op, d)| {
+        let shown = if d.gp {
+            "gp".into()
+        } else {
+            format!("{:#x}", d.value)
+        };
+        matches!(op, Op::Read32(_) | Op::In8(_) | Op::Rdmsr(_)).then_some((op, shown))
+    })
+}
+
+/// How many operations matching `pick` took a #GP.
+fn faults(done: &[(Op, Done)], pick: impl Fn(Op) -> bool) -> usize {
+    done.iter().filter(|(op, d)| pick(*op) && d.gp).count()
+}
+
+/// The issue 13 hostile guests, each in a new VM with the in-kernel
+/// irqchip and PIT.
+fn irqchip_guests(kvm: &Kvm) {
+    lapic_garbage(kvm);
+    ioapic_garbage_case(kvm);
+    pic_garbage(kvm);
+    pit_garbage(kvm);
+    ipi_storm(kvm);
+    ipi_to_self(kvm);
+    hypercalls(kvm);
+    pv_msrs_outside_ram(kvm);
+}
+
+/// The xAPIC registers a read reports (KVM's readable set in xAPIC
+/// mode), without the current count (0x390), which depends on time, and
+/// ESR (0x280), where KVM records no errors while hardware (and pvrs)
+/// does: `guest_irqchip_ipi_illegal_vectors` shows it.
+const LAPIC_READABLE: [u64; 42] = [
+    0x20, 0x30, 0x80, 0x90, 0xa0, 0xd0, 0xe0, 0xf0, 0x100, 0x110, 0x120, 0x130, 0x140, 0x150,
+    0x160, 0x170, 0x180, 0x190, 0x1a0, 0x1b0, 0x1c0, 0x1d0, 0x1e0, 0x1f0, 0x200, 0x210, 0x220,
+    0x230, 0x240, 0x250, 0x260, 0x270, 0x300, 0x310, 0x320, 0x330, 0x340, 0x350, 0x360, 0x370,
+    0x380, 0x3e0,
+];
+
+/// Every 16-byte register of the xAPIC page written with 0xffffffff,
+/// then 0, then 0xdeadbeef, then read; reports the readable registers.
+fn lapic_garbage(kvm: &Kvm) {
+    let offsets = || (0..0x400u64).step_by(0x10);
+    let mut ops = Vec::new();
+    for pattern in [0xffff_ffff, 0, 0xdead_beef] {
+        ops.extend(offsets().map(|offset| Op::Write32(LAPIC + offset, pattern)));
+    }
+    ops.extend(offsets().map(|offset| Op::Read32(LAPIC + offset)));
+    kvm.irqchip_case("guest_irqchip_lapic_garbage", &ops, |done, _| {
+        let shown = reads(done).filter_map(|(op, value)| match op {
+            Op::Read32(addr) if LAPIC_READABLE.contains(&(addr - LAPIC)) => {
+                Some(format!("{:03x}:{value}", addr - LAPIC))
+            }
+            _ => None,
+        });
+        format!("regs={}", shown.collect::<Vec<_>>().join(","))
+    });
+}
+
+/// IOAPIC garbage for register `index`: redirection entries with every
+/// delivery mode (reserved ones too), vectors 0-23, logical and
+/// physical destinations, both polarities and triggers, the read-only
+/// bits set, reserved bits set in every third; pins 16-23 masked (no
+/// line is ever raised, so nothing is delivered).
+fn ioapic_garbage_value(index: u32) -> u32 {
+    if !(0x10..0x40).contains(&index) {
+        return 0xdead_beef ^ index;
+    }
+    let pin = (index - 0x10) / 2;
+    if !index.is_multiple_of(2) {
+        let dest = if pin.is_multiple_of(2) { 0xff } else { pin };
+        return dest << 24 | pin;
+    }
+    let mut low = pin | (pin & 7) << 8 | 1 << 12 | 1 << 14;
+    low |= if pin & 8 != 0 { 1 << 11 } else { 0 };
+    low |= if pin & 1 != 0 { 1 << 13 } else { 0 };
+    low |= if pin & 2 != 0 { 1 << 15 } else { 0 };
+    low |= if pin >= 16 { 1 << 16 } else { 0 };
+    low |= if pin.is_multiple_of(3) {
+        0xfffe_0000 & !(1 << 16)
+    } else {
+        0
+    };
+    low
+}
+
+/// Every IOAPIC register index 0..=0x40 written with 0xffffffff, then
+/// with [`ioapic_garbage_value`], IOREGSEL beyond 8 bits, writes to offsets
+/// outside the two registers (0x20, the version-0x20 EOI register at
+/// 0x40); then every index read back.
+fn ioapic_garbage_case(kvm: &Kvm) {
+    let mut ops = Vec::new();
+    for pass in 0..2 {
+        for index in 0..=0x40u32 {
+            let value = if pass == 0 {
+                0xffff_ffff
+            } else {
+                ioapic_garbage_value(index)
+            };
+            ops.push(Op::Write32(IOAPIC_SELECT, index));
+            ops.push(Op::Write32(IOAPIC_WINDOW, value));
+        }
+    }
+    ops.extend([
+        Op::Write32(IOAPIC_SELECT, 0x1ff),
+        Op::Read32(IOAPIC_SELECT),
+        Op::Write32(IOAPIC_WINDOW, 0x1234_5678),
+        Op::Write32(IOAPIC + 0x20, 0xffff_ffff),
+        Op::Write32(IOAPIC + 0x40, 0x20),
+        Op::Write32(IOAPIC + 0x40, 0),
+        Op::Read32(IOAPIC + 0x20),
+        Op::Read32(IOAPIC + 0x40),
+    ]);
+    for index in 0..=0x40u32 {
+        ops.push(Op::Write32(IOAPIC_SELECT, index));
+        ops.push(Op::Read32(IOAPIC_WINDOW));
+    }
+    kvm.irqchip_case("guest_irqchip_ioapic_garbage", &ops, |done, _| {
+        format!("reads={}", runs(reads(done).map(|(_, value)| value)))
+    });
+}
+
+/// Pseudo-random bytes (a fixed LCG), the same on every run.
+fn garbage_bytes(count: usize) -> impl Iterator<Item = u8> {
+    let mut state: u32 = 0x1234_5678;
+    (0..count).map(move |_| {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (state >> 16) as u8
+    })
+}
+
+/// The 8259 pair and ELCR: OCWs before any ICW, an ICW1 followed by an
+/// OCW3 and garbage ICWs, single-mode and level ICW1s, every OCW2
+/// command, OCW3 reads and polls, ELCR patterns, pseudo-random bytes to
+/// every port; reports every read (nothing raises a line here).
+fn pic_garbage(kvm: &Kvm) {
+    const PORTS: [u16; 6] = [0x20, 0x21, 0xa0, 0xa1, 0x4d0, 0x4d1];
+    let mut ops = vec![
+        Op::Out8(0x21, 0xa5),
+        Op::Out8(0xa1, 0x5a),
+        Op::In8(0x21),
+        Op::In8(0xa1),
+        Op::Out8(0x20, 0x11),
+        Op::Out8(0x20, 0x0b),
+        Op::Out8(0x21, 0xff),
+        Op::Out8(0x21, 0xff),
+        Op::Out8(0x21, 0xff),
+        Op::Out8(0xa0, 0x1b),
+        Op::Out8(0xa1, 0x07),
+        Op::Out8(0xa1, 0x00),
+    ];
+    for command in 0..8u8 {
+        for level in [0, 7] {
+            ops.push(Op::Out8(0x20, command << 5 | level));
+            ops.push(Op::Out8(0xa0, command << 5 | level));
+        }
+    }
+    for ocw3 in [0x08, 0x0a, 0x0b, 0x0c, 0x48, 0x68, 0x6c, 0x4e] {
+        ops.extend([
+            Op::Out8(0x20, ocw3),
+            Op::In8(0x20),
+            Op::Out8(0xa0, ocw3),
+            Op::In8(0xa0),
+        ]);
+    }
+    for value in [0xff, 0x00, 0xa5] {
+        ops.extend([
+            Op::Out8(0x4d0, value),
+            Op::Out8(0x4d1, value),
+            Op::In8(0x4d0),
+            Op::In8(0x4d1),
+        ]);
+    }
+    for (i, byte) in garbage_bytes(384).enumerate() {
+        ops.push(Op::Out8(PORTS[i % PORTS.len()], byte));
+        if i % 8 == 7 {
+            ops.push(Op::In8(PORTS[(i / 8) % PORTS.len()]));
+        }
+    }
+    ops.extend(PORTS.map(Op::In8));
+    for ocw3 in [0x0a, 0x0b] {
+        ops.extend([
+            Op::Out8(0x20, ocw3),
+            Op::In8(0x20),
+            Op::Out8(0xa0, ocw3),
+            Op::In8(0xa0),
+        ]);
+    }
+    kvm.irqchip_case("guest_irqchip_pic_garbage", &ops, |done, _| {
+        format!("reads={}", runs(reads(done).map(|(_, value)| value)))
+    });
+}
+
+/// The PIT: every control byte to 0x43, each followed by garbage counts
+/// to the three channels, the byte to port 0x61 and reads of the
+/// channels and port 0x61 (not reported: they depend on time).
+fn pit_garbage(kvm: &Kvm) {
+    let mut ops = Vec::new();
+    for control in 0..=255u8 {
+        ops.extend([
+            Op::Out8(0x43, control),
+            Op::Out8(0x40, control),
+            Op::Out8(0x40, !control),
+            Op::Out8(0x41, control),
+            Op::Out8(0x42, !control),
+            Op::Out8(0x61, control),
+            Op::In8(0x40),
+            Op::In8(0x42),
+            Op::In8(0x61),
+        ]);
+    }
+    kvm.irqchip_case("guest_irqchip_pit_garbage", &ops, |_, _| String::new());
+}
+
+/// ICR delivery modes: the ones a guest can send to itself without
+/// ending (fixed, lowest priority, NMI, SIPI to a running vCPU, ExtINT),
+/// and the ones sent only where no vCPU is (SMI, reserved 3, INIT).
+const SAFE_MODES: [u32; 5] = [0, 1, 4, 6, 7];
+const UNSAFE_MODES: [u32; 3] = [2, 3, 5];
+/// Level bits: edge, edge assert, level assert, level de-assert.
+const ICR_LEVELS: [u32; 4] = [0, ICR_ASSERT, ICR_LEVEL | ICR_ASSERT, ICR_LEVEL];
+/// ICR bits reserved in both APIC modes (12-13, 16-17, 20-31).
+const ICR_RESERVED: u32 = 0xfff3_3000;
+
+/// `(destination, dest mode and shorthand bits)` that include this vCPU
+/// and that do not, in xAPIC mode (xAPIC id 0, LDR 0, flat model).
+const XAPIC_TO_SELF: [(u32, u32); 5] = [
+    (0, 0),
+    (0xff, 0),
+    (0, ICR_SELF),
+    (0, ICR_ALL),
+    (0xff, ICR_LOGICAL),
+];
+const XAPIC_NOT_SELF: [(u32, u32); 4] = [
+    (0x55, 0),
+    (0x0f, 0),
+    (0x02, ICR_LOGICAL),
+    (0, ICR_ALL_BUT_SELF),
+];
+/// The same in x2APIC mode (x2APIC id 0, LDR 1: cluster 0, bit 0).
+const X2APIC_TO_SELF: [(u32, u32); 5] = [
+    (0, 0),
+    (0xffff_ffff, 0),
+    (0, ICR_SELF),
+    (0, ICR_ALL),
+    (0xffff_ffff, ICR_LOGICAL),
+];
+const X2APIC_NOT_SELF: [(u32, u32); 4] = [
+    (0x55, 0),
+    (0xff, 0),
+    (0x0001_0002, ICR_LOGICAL),
+    (0, ICR_ALL_BUT_SELF),
+];
+
+/// ICR values `(destination, low)` for `vectors`: every safe mode to
+/// every target, the unsafe modes only to targets without this vCPU,
+/// each with every level combination.
+fn icr_storm(
+    vectors: &[u32],
+    to_self: &[(u32, u32)],
+    not_self: &[(u32, u32)],
+    levels: &[u32],
+) -> Vec<(u32, u32)> {
+    let mut icrs = Vec::new();
+    let all_modes = [&SAFE_MODES[..], &UNSAFE_MODES[..]].concat();
+    let targets = to_self
+        .iter()
+        .map(|&t| (t, &SAFE_MODES[..]))
+        .chain(not_self.iter().map(|&t| (t, &all_modes[..])));
+    for ((dest, bits), modes) in targets {
+        for &mode in modes.iter() {
+            for &vector in vectors {
+                for &level in levels {
+                    icrs.push((dest, bits | mode << 8 | vector | level));
+                }
+            }
+        }
+    }
+    icrs
+}
+
+/// The xAPIC ICR ops for `icrs`: ICR2 written only when the destination
+/// changes.
+fn xapic_icr_ops(icrs: &[(u32, u32)]) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut last_dest = None;
+    for &(dest, low) in icrs {
+        if last_dest != Some(dest) {
+            ops.push(Op::Write32(APIC_ICR2, dest << 24));
+            last_dest = Some(dest);
+        }
+        ops.push(Op::Write32(APIC_ICR, low));
+    }
+    ops
+}
+
+/// x2APIC mode on (read back), and a read of the xAPIC page then.
+fn x2apic_on() -> [Op; 3] {
+    [
+        Op::Wrmsr(MSR_IA32_APICBASE, APIC_BASE_X2APIC),
+        Op::Rdmsr(MSR_IA32_APICBASE),
+        // The xAPIC page in x2APIC mode.
+        Op::Read32(LAPIC + 0x30),
+    ]
+}
+
+/// ESR latched and read, then IRR, TMR and ISR, through x2APIC MSRs.
+fn apic_state_reads() -> Vec<Op> {
+    let mut ops = vec![Op::Wrmsr(X2APIC_ESR, 0), Op::Rdmsr(X2APIC_ESR)];
+    // IRR 0x820-0x827, TMR 0x818-0x81f, ISR 0x810-0x817.
+    for base in [X2APIC_IRR, 0x818, 0x810] {
+        ops.extend((base..base + 8).map(Op::Rdmsr));
+    }
+    ops
+}
+
+/// What [`apic_state_reads`] (and [`x2apic_on`]) read, after the #GP
+/// counts of the ICR and self-IPI MSR writes.
+fn report_apic_state(done: &[(Op, Done)]) -> String {
+    let icr_gp = faults(done, |op| matches!(op, Op::Wrmsr(X2APIC_ICR, _)));
+    let self_gp = faults(done, |op| matches!(op, Op::Wrmsr(X2APIC_SELF_IPI, _)));
+    let read = |msr: u32| {
+        reads(done)
+            .filter(|(op, _)| matches!(*op, Op::Rdmsr(m) if m == msr))
+            .map(|(_, value)| value)
+            .last()
+            .unwrap_or_default()
+    };
+    let bank = |base: u32| (base..base + 8).map(read).collect::<Vec<_>>().join(",");
+    let mmio = reads(done)
+        .find(|(op, _)| matches!(op, Op::Read32(_)))
+        .map(|(_, value)| value)
+        .unwrap_or_default();
+    format!(
+        "icr_msr_gp={icr_gp} self_ipi_gp={self_gp} apic_base={} xapic_page_in_x2apic={mmio} \
+         esr={} irr={} tmr={} isr={}",
+        read(MSR_IA32_APICBASE),
+        read(X2APIC_ESR),
+        bank(X2APIC_IRR),
+        bank(0x818),
+        bank(0x810)
+    )
+}
+
+/// Thousands of IPIs with legal vectors: the APIC software-enabled,
+/// then every safe delivery mode to every target that includes this
+/// vCPU and every mode (INIT, SMI, reserved 3 too) to nonexistent APIC
+/// ids and "all but self", with every level combination, once plain and
+/// once with the reserved ICR bits set; then the same through the
+/// x2APIC ICR MSR (reserved bits there may #GP) and the self-IPI MSR.
+fn ipi_storm(kvm: &Kvm) {
+    let vectors = [0x30, 0x41, 0xfe];
+    let mut icrs = icr_storm(&vectors, &XAPIC_TO_SELF, &XAPIC_NOT_SELF, &ICR_LEVELS);
+    let reserved: Vec<_> = icrs
+        .iter()
+        .map(|&(d, low)| (d, low | ICR_RESERVED))
+        .collect();
+    icrs.extend(reserved);
+    let mut ops = vec![Op::Write32(APIC_SVR, 0x1ff)];
+    ops.extend(xapic_icr_ops(&icrs));
+    ops.extend(x2apic_on());
+    let levels = [0, ICR_ASSERT];
+    let x2icrs = icr_storm(&vectors[..2], &X2APIC_TO_SELF, &X2APIC_NOT_SELF, &levels);
+    let msr =
+        |(dest, low): (u32, u32)| Op::Wrmsr(X2APIC_ICR, u64::from(dest) << 32 | u64::from(low));
+    ops.extend(x2icrs.into_iter().map(msr));
+    for reserved in [1 << 13, 1 << 16, 1 << 20, 1 << 31, ICR_RESERVED] {
+        ops.push(msr((0, 0x30 | ICR_ASSERT | reserved)));
+    }
+    for value in [0x30, 0xfe, 0x1ff, 0xffff_ffff, 1 << 32 | 0x30] {
+        ops.push(Op::Wrmsr(X2APIC_SELF_IPI, value));
+    }
+    ops.extend(apic_state_reads());
+    kvm.irqchip_case("guest_irqchip_ipi_storm", &ops, |done, _| {
+        report_apic_state(done)
+    });
+}
+
+/// IPIs that end (INIT, SMI) or mark (illegal vectors) this vCPU, one
+/// case each.
+fn ipi_to_self(kvm: &Kvm) {
+    // (name, ICR destination, ICR low): INIT resets the BSP (the reset
+    // vector's OUT), an INIT de-assert is ignored, an SMI enters SMM
+    // (the SMM entry's OUT) where SMM is emulated.
+    let init = 5 << 8;
+    let cases: [(&str, u32, u32); 4] = [
+        ("guest_irqchip_ipi_init_self", 0, init | ICR_ASSERT),
+        ("guest_irqchip_ipi_init_all", 0, init | ICR_ASSERT | ICR_ALL),
+        ("guest_irqchip_ipi_init_deassert_self", 0, init | ICR_LEVEL),
+        ("guest_irqchip_ipi_smi_self", 0, 2 << 8 | ICR_ASSERT),
+    ];
+    for (name, dest, low) in cases {
+        let ops = xapic_icr_ops(&[(dest, low)]);
+        kvm.irqchip_case(name, &ops, |_, _| String::new());
+    }
+    // Fixed and lowest-priority IPIs with the vectors 0-15 the SDM calls
+    // illegal, to this vCPU with the APIC enabled, through both ICRs and
+    // the self-IPI MSR.
+    let vectors: Vec<u32> = (0..16).collect();
+    let fixed = [0, 1 << 8];
+    let mut ops = vec![Op::Write32(APIC_SVR, 0x1ff)];
+    for &mode in &fixed {
+        let icrs: Vec<_> = vectors
+            .iter()
+            .map(|&v| (0, mode | v | ICR_ASSERT))
+            .collect();
+        ops.extend(xapic_icr_ops(&icrs));
+    }
+    ops.extend(x2apic_on());
+    for &mode in &fixed {
+        let msr = |&v: &u32| Op::Wrmsr(X2APIC_ICR, u64::from(mode | v | ICR_SELF));
+        ops.extend(vectors.iter().map(msr));
+    }
+    ops.extend(
+        vectors
+            .iter()
+            .map(|&v| Op::Wrmsr(X2APIC_SELF_IPI, v.into())),
+    );
+    ops.extend(apic_state_reads());
+    kvm.irqchip_case("guest_irqchip_ipi_illegal_vectors", &ops, |done, _| {
+        report_apic_state(done)
+    });
+}
+
+/// The hypercall results among `done` (RAX as a signed number).
+fn report_hypercalls(done: &[(Op, Done)]) -> String {
+    let results = done
+        .iter()
+        .filter(|(op, _)| matches!(op, Op::Hypercall(..)))
+        .map(|(_, d)| (d.value as i64).to_string());
+    format!("rax={}", runs(results))
+}
+
+/// VMMCALLs with hostile arguments, each case a new VM: every number
+/// 0-16 (but CLOCK_PAIRING) and two huge ones with all four arguments
+/// 0, all ones and bit 63; SEND_IPI and KICK_CPU at APIC ids that do not
+/// exist; SEND_IPI refused (logical, shorthand), to a disabled and an
+/// enabled APIC, as an NMI; CLOCK_PAIRING apart (whether KVM answers it
+/// depends on the host's clocksource); SEND_IPI whose 32-bit minimum APIC
+/// id wraps; INIT by SEND_IPI.
+fn hypercalls(kvm: &Kvm) {
+    use hv_core::pvrs_abi::hypercall::{
+        KVM_HC_CLOCK_PAIRING, KVM_HC_KICK_CPU, KVM_HC_SCHED_YIELD, KVM_HC_SEND_IPI,
+    };
+    let [kick, send_ipi, yield_to, pairing] = [
+        KVM_HC_KICK_CPU,
+        KVM_HC_SEND_IPI,
+        KVM_HC_SCHED_YIELD,
+        KVM_HC_CLOCK_PAIRING,
+    ]
+    .map(u64::from);
+    let patterns = [0, u64::MAX, 1 << 63];
+    let numbers = (0..=16)
+        .filter(|&nr| nr != pairing)
+        .chain([0xffff_ffff, 1 << 63]);
+    let mut ops: Vec<Op> = numbers
+        .flat_map(|nr| patterns.map(|arg| Op::Hypercall(nr, [arg; 4])))
+        .collect();
+    let fixed_30 = u64::from(0x30 | ICR_ASSERT);
+    ops.extend([
+        // bitmap low, bitmap high, minimum APIC id, ICR
+        Op::Hypercall(send_ipi, [u64::MAX, u64::MAX, 0xffff_ffff, fixed_30]),
+        Op::Hypercall(send_ipi, [u64::MAX, u64::MAX, 0x8000_0000, fixed_30]),
+        Op::Hypercall(send_ipi, [1, 0, 0, fixed_30 | u64::from(ICR_LOGICAL)]),
+        Op::Hypercall(send_ipi, [1, 0, 0, fixed_30 | u64::from(ICR_SELF)]),
+        Op::Hypercall(send_ipi, [1, 0, 0, fixed_30]),
+        Op::Write32(APIC_SVR, 0x1ff),
+        Op::Hypercall(send_ipi, [1, 0, 0, fixed_30]),
+        Op::Hypercall(send_ipi, [u64::MAX, u64::MAX, 0, fixed_30 | 1 << 32]),
+        Op::Hypercall(send_ipi, [1, 0, 0, 4 << 8 | u64::from(ICR_ASSERT)]),
+        Op::Hypercall(kick, [0, 0xffff_ffff, 0, 0]),
+        Op::Hypercall(kick, [0, 0, 0, 0]),
+        Op::Hypercall(yield_to, [0xffff_ffff, 0, 0, 0]),
+    ]);
+    kvm.irqchip_case("guest_irqchip_hypercalls", &ops, |done, _| {
+        report_hypercalls(done)
+    });
+    // gpa, clock type: 0 is KVM_CLOCK_PAIRING_WALLCLOCK.
+    let pairings = [
+        (SCRATCH, 0),
+        (0, 0),
+        (0xc000_0000, 0),
+        (IRQ_RAM - 1, 0),
+        (IRQ_RAM - 32, 0),
+        (u64::MAX, 0),
+        (1 << 63, 0),
+        (SCRATCH, 1),
+        (SCRATCH, u64::MAX),
+    ];
+    let mut ops: Vec<Op> = pairings
+        .iter()
+        .map(|&(gpa, kind)| Op::Hypercall(pairing, [gpa, kind, 0, 0]))
+        .collect();
+    ops.extend(patterns.map(|arg| Op::Hypercall(pairing, [arg; 4])));
+    kvm.irqchip_case("guest_irqchip_hypercall_clock_pairing", &ops, |done, _| {
+        report_hypercalls(done)
+    });
+    // The high bitmap's APIC ids start at minimum + 64, which KVM
+    // computes in 32 bits: 0xffffffc0 + 64 wraps to APIC id 0.
+    let ops = [
+        Op::Write32(APIC_SVR, 0x1ff),
+        Op::Hypercall(send_ipi, [0, 1, 0xffff_ffc0, fixed_30]),
+    ];
+    kvm.irqchip_case("guest_irqchip_hypercall_send_ipi_wraps", &ops, |done, _| {
+        report_hypercalls(done)
+    });
+    let init = Op::Hypercall(send_ipi, [1, 0, 0, 5 << 8 | u64::from(ICR_ASSERT)]);
+    kvm.irqchip_case(
+        "guest_irqchip_hypercall_send_ipi_init_self",
+        &[init],
+        |_, _| String::new(),
+    );
+}
+
+/// The PV MSRs (kvmclock, wall clock, both ABIs; steal time; PV EOI)
+/// pointed outside RAM, across its end, unaligned and at all ones, each
+/// write read back; then guest work (entries that would publish the
+/// clock and steal time) and the wall clock's version where its area
+/// crosses the end of RAM (the canary before it untouched).
+fn pv_msrs_outside_ram(kvm: &Kvm) {
+    use hv_core::pvrs_abi::msr::{
+        MSR_KVM_PV_EOI_EN, MSR_KVM_STEAL_TIME, MSR_KVM_SYSTEM_TIME, MSR_KVM_SYSTEM_TIME_NEW,
+        MSR_KVM_WALL_CLOCK, MSR_KVM_WALL_CLOCK_NEW,
+    };
+    let msrs = [
+        MSR_KVM_SYSTEM_TIME_NEW,
+        MSR_KVM_WALL_CLOCK_NEW,
+        MSR_KVM_SYSTEM_TIME,
+        MSR_KVM_WALL_CLOCK,
+        MSR_KVM_STEAL_TIME,
+        MSR_KVM_PV_EOI_EN,
+    ];
+    let crossing = IRQ_RAM - 8;
+    let values = [
+        0xc000_0000 | 1,
+        1 << 51 | 1,
+        crossing | 1,
+        SCRATCH | 3,
+        u64::MAX,
+    ];
+    let mut ops = Vec::new();
+    for msr in msrs {
+        for value in values {
+            ops.extend([Op::Wrmsr(msr, value), Op::Rdmsr(msr)]);
+            ops.push(Op::Spin(1000));
+        }
+    }
+    ops.push(Op::Spin(5000));
+    ops.extend(msrs.map(Op::Rdmsr));
+    kvm.irqchip_case("guest_irqchip_pv_msrs_outside_ram", &ops, |done, guest| {
+        let mut shown = Vec::new();
+        for pair in done.windows(2) {
+            let [(Op::Wrmsr(msr, value), wrote), (Op::Rdmsr(_), back)] = pair else {
+                continue;
+            };
+            shown.push(match (wrote.gp, back.value == *value) {
+                (true, _) => format!("{msr:x}:gp"),
+                (false, true) => format!("{msr:x}:ok"),
+                (false, false) => format!("{msr:x}:ok>{:#x}", back.value),
+            });
+        }
+        let canary = guest.ram.read::<1>(crossing as usize)[0];
+        let version = u32::from_le_bytes(guest.ram.read((crossing + 1) as usize));
+        format!(
+            "writes={} canary={canary:#x} wall_clock_version={version:#x}",
+            shown.join(",")
+        )
     });
 }
