@@ -213,7 +213,7 @@ impl Vcpu {
             xcr0_mask: crate::system::guest_xcr0_mask(),
             kvmclock_ns: self.vm.kvmclock_ns(tsc),
             tsc_khz: kernel::x86::tsc_khz(),
-            tsc_stable: kernel::x86::tsc_invariant_and_stable(),
+            tsc_stable: self.vm.host_tsc_clock.load(Ordering::Relaxed),
             wall_clock_ns: kernel::x86::realtime_ns(),
         }
     }
@@ -668,6 +668,16 @@ impl Vcpu {
             };
         }
         inner.state.set_cpuid(&entries).map_err(|_| E2BIG)?;
+        // The LAPIC's timer modes follow the CPUID (KVM's
+        // `kvm_apic_set_version` / `timer_mode_mask`).
+        let tsc_deadline = inner
+            .state
+            .cpuid()
+            .find(1, None)
+            .is_some_and(|leaf| leaf.ecx & (1 << 24) != 0);
+        if let Some(chip) = self.vm.irqchip.lock().as_mut() {
+            chip.set_tsc_deadline_supported(self.id as usize, tsc_deadline);
+        }
         Ok(0)
     }
 

@@ -144,6 +144,10 @@ pub(crate) struct Vm {
     pub(crate) clock: pvclock::PvclockVcpuTimeInfo,
     /// The host TSC at the VM's creation.
     creation_tsc: u64,
+    /// Whether the host's clocksource was the TSC when last looked
+    /// (at each kvmclock reference): the stable bit and CLOCK_PAIRING
+    /// need it, as KVM's master clock does.
+    pub(crate) host_tsc_clock: AtomicBool,
 }
 
 kernel::impl_has_hr_timer! { impl HasHrTimer<Vm> for Vm { self.pit_timer } }
@@ -475,6 +479,7 @@ impl Vm {
                 initial_tsc_offset: creation_tsc.wrapping_neg(),
                 clock,
                 creation_tsc,
+                host_tsc_clock: AtomicBool::new(kernel::x86::clocksource_is_tsc()),
             }),
             GFP_KERNEL,
         )
@@ -715,9 +720,17 @@ impl Vm {
             guest_tsc: self.creation_tsc.wrapping_add(tsc_offset),
             kvmclock_ns: 0,
             tsc_khz: kernel::x86::tsc_khz(),
-            tsc_stable: kernel::x86::tsc_invariant_and_stable(),
+            tsc_stable: self.refresh_host_tsc_clock(),
             wall_clock_ns: kernel::x86::realtime_ns(),
         }
+    }
+
+    /// Whether the host's clocksource is the TSC, looked up again (the
+    /// copy in `host_tsc_clock` serves the exits in between).
+    fn refresh_host_tsc_clock(&self) -> bool {
+        let tsc = kernel::x86::clocksource_is_tsc();
+        self.host_tsc_clock.store(tsc, Ordering::Relaxed);
+        tsc
     }
 
     /// kvmclock nanoseconds at host TSC `host_tsc`, as the guest computes

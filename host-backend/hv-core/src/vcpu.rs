@@ -1287,12 +1287,11 @@ where
     M: MemoryMap + ?Sized,
 {
     // The guest may have changed CR8 (V_TPR) without an exit; KVM's
-    // `sync_cr8_to_lapic`.  Compared first, so that TPR bits 3:0 set
-    // through the APIC survive.
+    // `sync_cr8_to_lapic`, which like this rewrites the TPR from V_TPR
+    // after every exit: TPR bits 3:0 written through the APIC read back
+    // as 0 once the guest has run (as on KVM with SVM).
     let cr8 = vcpu.cr8();
-    if irqchip.cr8() != cr8 {
-        irqchip.set_cr8(cr8);
-    }
+    irqchip.set_cr8(cr8);
     Handler {
         vcpu,
         state,

@@ -71,6 +71,18 @@ pub fn tsc_invariant_and_stable() -> bool {
     unsafe { bindings::x86_tsc_invariant_and_stable() }
 }
 
+/// Whether the kernel's current clocksource is the TSC: the host
+/// condition under which a hypervisor can hand its guests one TSC-based
+/// clock for all vCPUs, as KVM's master clock requires (Linux leaves the
+/// TSC clocksource when it finds the TSC unstable).
+pub fn clocksource_is_tsc() -> bool {
+    let mut snapshot = bindings::system_time_snapshot::default();
+    // SAFETY: `ktime_get_snapshot` fills the struct it is given; it may
+    // sleep on nothing (a seqcount read).
+    unsafe { bindings::ktime_get_snapshot(&mut snapshot) };
+    snapshot.cs_id == bindings::clocksource_ids_CSID_X86_TSC
+}
+
 /// The TSC frequency in kHz as the kernel calibrated it (`tsc_khz`), or 0
 /// if it has none.
 pub fn tsc_khz() -> u32 {

@@ -55,15 +55,17 @@
 //!   that is not 4 bytes at a 16-byte boundary, is [`IoError::BadWidth`]
 //!   (KVM leaves the read buffer untouched and drops the write).  A read
 //!   of a reserved or write-only register gives 0 and is counted.  A
-//!   hardware-disabled or x2APIC-mode LAPIC claims no MMIO at all.
+//!   hardware-disabled or x2APIC-mode LAPIC still claims the page at its
+//!   base, as a hole: reads give all-ones, writes are dropped (KVM's
+//!   default `KVM_X86_QUIRK_LAPIC_MMIO_HOLE`).
 //! - ESR: the SDM's write-then-read latch.  KVM never records an error;
 //!   this model records the two it can see: a fixed or lowest-priority
 //!   vector below 16 sent from the ICR (bit 5, the IPI is not sent) or
 //!   received (bit 6, the vector is not accepted), and signals them
 //!   through the LVT error entry.
-//! - The ARBPRI register reads the SDM's arbitration priority
-//!   ([`Lapic::arbitration_priority`]); KVM reads 0.  The KVM image
-//!   stores 0 there, as KVM's does.
+//! - The ARBPRI register reads 0, as KVM's does; lowest-priority
+//!   delivery uses the SDM's arbitration priority
+//!   ([`Lapic::arbitration_priority`]).
 //! - A spent one-shot timer stays spent when the divide configuration is
 //!   changed or the state is restored with current count 0 (KVM fires it
 //!   once more in both cases).
@@ -295,6 +297,9 @@ pub struct LapicCounters {
     /// MMIO reads of reserved or write-only registers and MMIO writes to
     /// reserved or read-only ones.
     pub mmio_refused: u64,
+    /// MMIO accesses to the page outside xAPIC mode (the hole: all-ones
+    /// reads, dropped writes).
+    pub mmio_hole: u64,
     /// x2APIC MSR accesses that faulted (#GP for the guest).
     pub msr_refused: u64,
     /// IA32_APIC_BASE writes refused (reserved bits, illegal transition).
@@ -996,6 +1001,15 @@ impl Lapic {
         }
     }
 
+    /// KVM_SET_CPUID2 changed whether the guest's CPUID offers the
+    /// TSC-deadline timer (leaf 1 ECX bit 24; KVM's `timer_mode_mask`):
+    /// later writes of the LVT timer may select that mode only with it.
+    /// (VMMs set the CPUID before the guest runs; KVM does not rewrite
+    /// the LVT either.)
+    pub fn set_tsc_deadline_supported(&mut self, supported: bool) {
+        self.tsc_deadline_supported = supported;
+    }
+
     /// The bits an LVT write keeps; the timer's mode field is one bit
     /// without TSC-deadline support.
     fn lvt_writable_bits(&self, lvt: Lvt) -> u32 {
@@ -1018,7 +1032,9 @@ impl Lapic {
             APIC_ID => self.vcpu_index,
             APIC_LVR => APIC_VERSION_VALUE,
             APIC_TASKPRI => u32::from(self.tpr),
-            APIC_ARBPRI if xapic => u32::from(self.arbitration_priority()),
+            // KVM reads 0 (it never implemented the P6-era register);
+            // the router still uses `arbitration_priority`.
+            APIC_ARBPRI if xapic => 0,
             APIC_PROCPRI => u32::from(self.processor_priority()),
             APIC_LDR => self.ldr,
             APIC_DFR if xapic => self.dfr,
@@ -1457,11 +1473,10 @@ impl Lapic {
 }
 
 impl IoDevice for Lapic {
-    /// The 4 KiB page at the APIC base, while in xAPIC mode.
+    /// The 4 KiB page at the APIC base (a hole outside xAPIC mode).
     fn claims(&self, space: IoSpace, addr: u64, len: usize) -> bool {
         let base = self.mmio_base();
         space == IoSpace::Mmio
-            && self.mode() == ApicMode::XApic
             && addr >= base
             && addr - base < APIC_MMIO_LENGTH
             && (1..=8).contains(&len)
@@ -1476,6 +1491,11 @@ impl IoDevice for Lapic {
     ) -> Result<(), IoError> {
         if !self.claims(space, addr, data.len()) {
             return Err(IoError::Unclaimed);
+        }
+        if self.mode() != ApicMode::XApic {
+            self.counters.mmio_hole += 1;
+            data.fill(0xff);
+            return Ok(());
         }
         let offset = (addr - self.mmio_base()) as u32;
         let within = offset & 0xf;
@@ -1503,6 +1523,10 @@ impl IoDevice for Lapic {
     ) -> Result<(), IoError> {
         if !self.claims(space, addr, data.len()) {
             return Err(IoError::Unclaimed);
+        }
+        if self.mode() != ApicMode::XApic {
+            self.counters.mmio_hole += 1;
+            return Ok(());
         }
         let offset = (addr - self.mmio_base()) as u32;
         if data.len() != 4 || offset & 0xf != 0 {

@@ -526,6 +526,14 @@ impl<const MAX_VCPUS: usize> VmIrqchip<MAX_VCPUS> {
         Ok(())
     }
 
+    /// KVM_SET_CPUID2 of vCPU `vcpu`: whether its CPUID offers the
+    /// TSC-deadline timer.  A vCPU without a LAPIC is ignored.
+    pub fn set_tsc_deadline_supported(&mut self, vcpu: usize, supported: bool) {
+        if let Some(lapic) = self.lapic_mut(vcpu) {
+            lapic.set_tsc_deadline_supported(supported);
+        }
+    }
+
     /// KVM_CREATE_PIT2 with `config` at `now_ns`.  A second PIT is
     /// `AlreadyExists` (EEXIST).
     pub fn create_pit(&mut self, config: PitConfig, now_ns: u64) -> Result<(), Error> {

@@ -230,13 +230,21 @@ fn apic_base_transitions() {
 
     assert!(lapic.set_apic_base(x2apic, &features, guest).is_ok());
     assert_eq!(lapic.mode(), ApicMode::X2Apic);
-    assert!(!lapic.claims(IoSpace::Mmio, BASE + 0x20, 4), "no MMIO in x2APIC mode");
+    // The page is a hole in x2APIC mode (KVM_X86_QUIRK_LAPIC_MMIO_HOLE):
+    // all-ones reads, dropped writes.
+    let mut word = [0u8; 4];
+    assert_eq!(lapic.read(&mut env, IoSpace::Mmio, BASE + 0x20, &mut word), Ok(()));
+    assert_eq!(word, [0xff; 4], "hole in x2APIC mode");
+    assert_eq!(lapic.write(&mut env, IoSpace::Mmio, BASE + 0x80, &[0x10, 0, 0, 0]), Ok(()));
+    assert_eq!(lapic.read_msr(&env, 0x808), Ok(0), "the write went nowhere");
+    assert_eq!(lapic.counters.mmio_hole, 2);
     assert_eq!(lapic.read_msr(&env, 0x802), Ok(0x23));
     assert_eq!(lapic.read_msr(&env, 0x80d), Ok(0x0002_0008), "cluster 2, bit 3");
     assert!(lapic.set_apic_base(xapic, &features, guest).is_err(), "x2APIC to xAPIC");
     assert!(lapic.set_apic_base(disabled, &features, guest).is_ok());
     assert_eq!(lapic.mode(), ApicMode::Disabled);
-    assert!(!lapic.claims(IoSpace::Mmio, BASE + 0x20, 4), "no MMIO while disabled");
+    assert_eq!(lapic.read(&mut env, IoSpace::Mmio, BASE + 0x20, &mut word), Ok(()));
+    assert_eq!(word, [0xff; 4], "hole while disabled");
     assert!(lapic.set_apic_base(x2apic, &features, guest).is_err(), "disabled to x2APIC");
     let x2apic_without_enable = disabled | APIC_BASE_X2APIC_ENABLE;
     assert!(lapic.set_apic_base(x2apic_without_enable, &features, guest).is_err());

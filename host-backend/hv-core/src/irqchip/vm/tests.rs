@@ -442,8 +442,15 @@ fn x2apic_msrs_and_tsc_deadline() {
     assert_eq!(result, Ok(()));
     assert_eq!(effects.timer(TimerId::Lapic(1)), Some(Some(1100)));
     assert_eq!(chip.msr_read(1, 0, MSR_IA32_TSC_DEADLINE), Some(Ok(3000)));
-    // The xAPIC page is gone in x2APIC mode: the access is unclaimed.
-    assert!(chip.mmio_read(1, 0, APIC + 0x20, &mut [0; 4]).is_none());
+    // The xAPIC page is a hole in x2APIC mode: claimed, all-ones.
+    let mut word = [0; 4];
+    assert!(chip.mmio_read(1, 0, APIC + 0x20, &mut word).is_some());
+    assert_eq!(word, [0xff; 4]);
+    // Without TSC-deadline in the CPUID, the LVT timer keeps one mode bit.
+    chip.set_tsc_deadline_supported(1, false);
+    let (result, _) = chip.msr_write(1, 100, 0x832, 0x0006_00ef, 2000, 1_000_000).unwrap();
+    assert_eq!(result, Ok(()));
+    assert_eq!(chip.msr_read(1, 0, 0x832), Some(Ok(0x0002_00ef)));
 }
 
 #[test]
