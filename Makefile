@@ -69,7 +69,7 @@ check-nested-smp: guest guest-tools l0-qemu
 check-kvm-selftests: guest l0-qemu
 	python3 -m pytest -v -p no:cacheprovider -m kvm_selftests tests/integration/test_kvm_selftests.py
 
-demo: guest guest-tools l0-qemu
+demo: guest guest-tools vmm l0-qemu
 	tests/demo
 
 # Benchmarks against their C counterparts (pvrs-vmm against QEMU, the

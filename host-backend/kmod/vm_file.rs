@@ -144,6 +144,9 @@ pub(crate) struct Vm {
     pub(crate) clock: pvclock::PvclockVcpuTimeInfo,
     /// The host TSC at the VM's creation.
     creation_tsc: u64,
+    /// LAPIC timers found overdue by a halted vCPU's recheck (their
+    /// hrtimer expiry was lost), shown in debugfs.
+    pub(crate) lost_timer_expiries: AtomicU64,
     /// Whether the host's clocksource was the TSC when last looked
     /// (at each kvmclock reference): the stable bit and CLOCK_PAIRING
     /// need it, as KVM's master clock does.
@@ -182,7 +185,12 @@ impl debugfs::TextAttribute for ExitsFile {
             let mem = self.vm.mem.lock();
             (mem.pinned.iter().count(), mem.npt_pages.count())
         };
-        writeln!(out, "vm mapped_pages={pages} npt_table_pages={tables}").map_err(|_| ENOMEM)?;
+        let lost = self.vm.lost_timer_expiries.load(Ordering::Relaxed);
+        writeln!(
+            out,
+            "vm mapped_pages={pages} npt_table_pages={tables} lost_timer_expiries={lost}"
+        )
+        .map_err(|_| ENOMEM)?;
         let vcpus = self.vm.vcpus.lock();
         for vcpu in vcpus.iter() {
             vcpu.show_counters(out)?;
@@ -480,6 +488,7 @@ impl Vm {
                 clock,
                 creation_tsc,
                 host_tsc_clock: AtomicBool::new(kernel::x86::clocksource_is_tsc()),
+                lost_timer_expiries: AtomicU64::new(0),
             }),
             GFP_KERNEL,
         )

@@ -1333,6 +1333,13 @@ impl Lapic {
         }
     }
 
+    /// Whether the timer is armed with a deadline at or before `now_ns`:
+    /// its expiry is due and has not been delivered (the kernel's timer
+    /// for it is late or was lost).
+    pub fn timer_overdue(&self, now_ns: u64) -> bool {
+        self.timer_deadline_ns.is_some_and(|deadline| deadline <= now_ns)
+    }
+
     /// RDMSR IA32_TSC_DEADLINE: the armed deadline, 0 once it fired or
     /// outside TSC-deadline mode.
     pub fn tsc_deadline(&self) -> u64 {

@@ -526,6 +526,12 @@ impl<const MAX_VCPUS: usize> VmIrqchip<MAX_VCPUS> {
         Ok(())
     }
 
+    /// Whether vCPU `vcpu`'s LAPIC timer is overdue at `now_ns` (see
+    /// [`Lapic::timer_overdue`]).
+    pub fn lapic_timer_overdue(&mut self, vcpu: usize, now_ns: u64) -> bool {
+        self.lapic_mut(vcpu).is_some_and(|lapic| lapic.timer_overdue(now_ns))
+    }
+
     /// KVM_SET_CPUID2 of vCPU `vcpu`: whether its CPUID offers the
     /// TSC-deadline timer.  A vCPU without a LAPIC is ignored.
     pub fn set_tsc_deadline_supported(&mut self, vcpu: usize, supported: bool) {

@@ -766,10 +766,13 @@ fn tsc_deadline_timer() {
     write(&mut lapic, &mut env, APIC_TMICT, 100);
     assert!(env.take().is_empty(), "TMICT is ignored in TSC-deadline mode");
     assert_eq!(read(&mut lapic, &mut env, APIC_TMICT), 0);
+    assert!(!lapic.timer_overdue(1_004_999));
+    assert!(lapic.timer_overdue(1_005_000), "due, not delivered");
     env.now_ns = 1_005_000;
     lapic.timer_fired(&mut env);
     assert!(env.take().is_empty());
     assert!(lapic.irr().contains(0x40));
+    assert!(!lapic.timer_overdue(2_000_000), "delivered");
     assert_eq!(lapic.tsc_deadline(), 0, "cleared when it fires");
     lapic.acknowledge(0x40);
     write(&mut lapic, &mut env, APIC_EOI, 0);
