@@ -147,6 +147,9 @@ pub(crate) struct Vm {
     /// LAPIC timers found overdue by a halted vCPU's recheck (their
     /// hrtimer expiry was lost), shown in debugfs.
     pub(crate) lost_timer_expiries: AtomicU64,
+    /// Timer expiries whose wake-up of a halted vCPU was lost (found at
+    /// the end of a recheck period), shown in debugfs.
+    pub(crate) lost_timer_wakeups: AtomicU64,
     /// Whether the host's clocksource was the TSC when last looked
     /// (at each kvmclock reference): the stable bit and CLOCK_PAIRING
     /// need it, as KVM's master clock does.
@@ -186,9 +189,11 @@ impl debugfs::TextAttribute for ExitsFile {
             (mem.pinned.iter().count(), mem.npt_pages.count())
         };
         let lost = self.vm.lost_timer_expiries.load(Ordering::Relaxed);
+        let late = self.vm.lost_timer_wakeups.load(Ordering::Relaxed);
         writeln!(
             out,
-            "vm mapped_pages={pages} npt_table_pages={tables} lost_timer_expiries={lost}"
+            "vm mapped_pages={pages} npt_table_pages={tables} lost_timer_expiries={lost} \
+             lost_timer_wakeups={late}"
         )
         .map_err(|_| ENOMEM)?;
         let vcpus = self.vm.vcpus.lock();
@@ -489,6 +494,7 @@ impl Vm {
                 creation_tsc,
                 host_tsc_clock: AtomicBool::new(kernel::x86::clocksource_is_tsc()),
                 lost_timer_expiries: AtomicU64::new(0),
+                lost_timer_wakeups: AtomicU64::new(0),
             }),
             GFP_KERNEL,
         )
