@@ -55,9 +55,6 @@ struct VcpuInner {
     pio_copy: KVec<u8>,
     /// The guest's x87/SSE/AVX state, the task's own while KVM_RUN runs.
     fpu: GuestFpu,
-    /// The guest's XCR0. TCG's SVM never intercepts XSETBV, so the guest
-    /// writes the real XCR0: it is read back after every exit, and the
-    /// host's value restored before anything else uses the FPU.
     /// KVM_RUN was called: the CPUID may no longer change (KVM refuses a
     /// different KVM_SET_CPUID2 after the first run).
     has_run: bool,
@@ -111,10 +108,7 @@ impl HrTimerCallback for Vcpu {
         // sleep); one in the guest on another CPU is sent out of it (on
         // this CPU, this interrupt already made it exit).
         this.vm.halt_wait.notify_all();
-        let cpu = this.running_on().load(Ordering::SeqCst);
-        if cpu >= 0 {
-            cpu::send_reschedule(cpu as u32);
-        }
+        this.send_out_of_guest();
         HrTimerRestart::NoRestart
     }
 }
@@ -170,8 +164,8 @@ impl Vcpu {
         let mut svm = SvmVcpuBox::new(svm_hw::svm_features(), vm.iopm.pa(), vm.nested_cr3)?;
         let mut state = crate::kmem::new_vcpu_state()?;
         // The guest's TSC counts from the VM's creation, on every vCPU.
-        state.msrs.tsc_offset = vm.initial_tsc_offset;
-        crate::vendor::VendorVcpu::set_tsc_offset(&mut *svm, vm.initial_tsc_offset);
+        state.msrs.tsc_offset = vm.initial_tsc_offset();
+        crate::vendor::VendorVcpu::set_tsc_offset(&mut *svm, vm.initial_tsc_offset());
         let inner = VcpuInner {
             svm,
             state,
@@ -179,7 +173,6 @@ impl Vcpu {
             run_copy: zeroed_buffer()?,
             pio_copy: zeroed_buffer()?,
             fpu: GuestFpu::new()?,
-            // x87 state only, as after RESET (SDM vol. 1, 13.3).
             has_run: false,
             last_run_delay: None,
             halt_poll_ns: 0,
@@ -240,6 +233,12 @@ impl Vcpu {
             self.wake_pending.store(true, Ordering::Release);
         }
         self.vm.halt_wait.notify_all();
+        self.send_out_of_guest();
+    }
+
+    /// If the vCPU is in the guest, sends its CPU a reschedule IPI (an
+    /// INTR intercept there) without waiting. Any context.
+    fn send_out_of_guest(&self) {
         let cpu = self.running_on().load(Ordering::SeqCst);
         if cpu >= 0 {
             cpu::send_reschedule(cpu as u32);
@@ -779,13 +778,14 @@ impl Vcpu {
             let in_irqchip = irqchip
                 && (entry.index == crate::msr::MSR_IA32_APICBASE
                     || crate::irqchip::vm::is_irqchip_msr(entry.index));
-            let ok = if in_irqchip {
+            // Each kind of MSR answers with the value read or written.
+            let result = if in_irqchip {
                 // The LAPIC's MSRs (APIC_BASE, whose authoritative copy is
                 // the LAPIC's, x2APIC and TSC_DEADLINE), as a VMM saves and
                 // restores them.
                 let features = inner.state.msr_features(&*inner.svm);
                 let guest_tsc = tsc.wrapping_add(inner.state.msrs.tsc_offset);
-                let result = self.with_irqchip(|view| {
+                self.with_irqchip(|view| {
                     use crate::vcpu::InKernelIrqchip;
                     if entry.index == crate::msr::MSR_IA32_APICBASE {
                         if write {
@@ -806,17 +806,8 @@ impl Vcpu {
                     } else {
                         view.msr_read(entry.index)
                     }
-                });
-                match result {
-                    Some(Ok(value)) => {
-                        if !write {
-                            entry.data = value;
-                            decode::encode(&entry, slot).map_err(kvm_error)?;
-                        }
-                        true
-                    }
-                    _ => false,
-                }
+                })
+                .unwrap_or(Err(crate::msr::MsrError::Unknown(entry.index)))
             } else if crate::pv::is_pv_msr(entry.index) {
                 // kvmclock and the other paravirtual MSRs, as a VMM saves
                 // and restores them (a write may publish the wall clock).
@@ -834,16 +825,9 @@ impl Vcpu {
                         &reference,
                         crate::msr::MsrOrigin::Host,
                     )
-                    .is_ok()
+                    .map(|()| entry.data)
                 } else {
-                    match pv::read_msr(&inner.state.pv, entry.index) {
-                        Ok(value) => {
-                            entry.data = value;
-                            decode::encode(&entry, slot).map_err(kvm_error)?;
-                            true
-                        }
-                        Err(_) => false,
-                    }
+                    pv::read_msr(&inner.state.pv, entry.index)
                 }
             } else if write {
                 let features = inner.state.msr_features(&*inner.svm);
@@ -856,19 +840,16 @@ impl Vcpu {
                     tsc,
                     crate::msr::MsrOrigin::Host,
                 )
-                .is_ok()
+                .map(|()| entry.data)
             } else {
-                match crate::msr::read_msr(&*inner.svm, &inner.state.msrs, entry.index, tsc) {
-                    Ok(value) => {
-                        entry.data = value;
-                        decode::encode(&entry, slot).map_err(kvm_error)?;
-                        true
-                    }
-                    Err(_) => false,
-                }
+                crate::msr::read_msr(&*inner.svm, &inner.state.msrs, entry.index, tsc)
             };
-            if !ok {
+            let Ok(value) = result else {
                 break;
+            };
+            if !write {
+                entry.data = value;
+                decode::encode(&entry, slot).map_err(kvm_error)?;
             }
             done += 1;
         }

@@ -133,10 +133,6 @@ pub(crate) struct Vm {
     /// without a lock to send it out of the guest, also from atomic
     /// context.
     pub(crate) running_on: [AtomicI32; MAX_VCPUS],
-    /// The TSC offset every new vCPU starts with: the guest's TSC counts
-    /// from 0 at the VM's creation, the same on every vCPU (KVM's
-    /// `kvm_synchronize_tsc` at vCPU creation).
-    pub(crate) initial_tsc_offset: u64,
     /// kvmclock's parameters, the same for every vCPU (KVM's master
     /// clock): the clock reads 0 ns at the host TSC of the VM's creation
     /// and runs at the host's TSC frequency from there. A vCPU's time
@@ -223,17 +219,15 @@ struct Zapped {
 }
 
 impl Zapped {
-    /// Takes `other`'s pins and tables too (a pin that cannot be moved is
-    /// dropped now, as `zap` does).
-    fn absorb(&mut self, other: Zapped) {
-        for pin in other.pins {
-            let _ = self.pins.push(pin, flags::GFP_KERNEL);
-        }
-        for table in other.tables {
-            if self.tables.push(table, flags::GFP_KERNEL).is_err() {
-                pr_warn!("NPT zap: an empty table page kept until the VM is destroyed\n");
-            }
-        }
+    const EMPTY: Self = Self {
+        pins: KVec::new(),
+        tables: KVec::new(),
+    };
+
+    /// `Some(self)` if anything was zapped (the vCPUs must then be
+    /// kicked before it is freed).
+    fn into_nonempty(self) -> Option<Self> {
+        (!self.pins.is_empty() || !self.tables.is_empty()).then_some(self)
     }
 }
 
@@ -286,10 +280,13 @@ impl GuestMemoryState {
     /// the pages, and the table pages that became empty. `None` if nothing
     /// in the range was mapped.
     fn zap(&mut self, start_gfn: u64, end_gfn: u64) -> Option<Zapped> {
-        let mut zapped = Zapped {
-            pins: KVec::new(),
-            tables: KVec::new(),
-        };
+        let mut zapped = Zapped::EMPTY;
+        self.zap_into(start_gfn, end_gfn, &mut zapped);
+        zapped.into_nonempty()
+    }
+
+    /// [`Self::zap`], adding what is to free to `zapped`.
+    fn zap_into(&mut self, start_gfn: u64, end_gfn: u64, zapped: &mut Zapped) {
         let mut table_alloc_failed = false;
         let tables = &mut zapped.tables;
         self.npt.zap_range(
@@ -320,7 +317,6 @@ impl GuestMemoryState {
             // next one: that one is below the range.
             cursor = next.filter(|next| *next.current().0 > gfn);
         }
-        (!zapped.pins.is_empty() || !zapped.tables.is_empty()).then_some(zapped)
     }
 
     /// Zaps the guest frames whose VMM pages lie in user addresses
@@ -339,16 +335,11 @@ impl GuestMemoryState {
             ranges[count] = (first, last);
             count += 1;
         }
-        let mut all: Option<Zapped> = None;
+        let mut zapped = Zapped::EMPTY;
         for (first, last) in ranges.iter().take(count) {
-            if let Some(zapped) = self.zap(*first, *last) {
-                match all.as_mut() {
-                    None => all = Some(zapped),
-                    Some(all) => all.absorb(zapped),
-                }
-            }
+            self.zap_into(*first, *last, &mut zapped);
         }
-        all
+        zapped.into_nonempty()
     }
 }
 
@@ -489,7 +480,6 @@ impl Vm {
                 memory_notifier <- new_mutex!(None),
                 irqfd_pending: PendingGsis::new(),
                 running_on: [const { AtomicI32::new(-1) }; MAX_VCPUS],
-                initial_tsc_offset: creation_tsc.wrapping_neg(),
                 clock,
                 creation_tsc,
                 host_tsc_clock: AtomicBool::new(kernel::x86::clocksource_is_tsc()),
@@ -637,6 +627,13 @@ impl Vm {
             return Ok(());
         }
         mem.map_pinned(gfn, page, writable)
+    }
+
+    /// The TSC offset every new vCPU starts with: the guest's TSC counts
+    /// from 0 at the VM's creation, the same on every vCPU (KVM's
+    /// `kvm_synchronize_tsc` at vCPU creation).
+    pub(crate) fn initial_tsc_offset(&self) -> u64 {
+        self.creation_tsc.wrapping_neg()
     }
 
     /// Drops the MMU notifier (and with it the reference it holds).
